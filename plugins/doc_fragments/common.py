@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailops.health developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+
+    # Options every mailops.health module has (module_utils/_args.py COMMON).
+    DOCUMENTATION = r'''
+options:
+  timeout:
+    description:
+      - Seconds one connection may take from connect to the end of its dialogue, between V(1) and V(900).
+      - Every read and write is bounded by this one deadline, so a server that answers one byte at a time
+        cannot hold the check longer.
+    type: int
+    default: 60
+  validate_certs:
+    description:
+      - Verify the server certificate (chain and host name) whenever TLS is used.
+      - A certificate that fails verification fails the check at stage C(tls) in every O(tls_mode); it never
+        makes a C(*_if_available) mode fall back to plaintext.
+      - With V(false) the certificate is still reported in RV(tls) but not checked. Use only for a lab.
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - A PEM file (or an OpenSSL hashed directory) of the CA certificates to trust instead of the system store.
+    type: path
+  allow_cleartext_auth:
+    description:
+      - Allow a reusable password (SMTP AUTH PLAIN or LOGIN, POP3 USER/PASS) over a connection without TLS.
+      - Challenge methods (SMTP CRAM-MD5, POP3 APOP) never send the password and need no permission.
+    type: bool
+    default: false
+  transcript:
+    description:
+      - Return the protocol dialogue in RV(transcript), for debugging.
+      - Passwords, AUTH payloads and APOP digests are replaced by C(********).
+    type: bool
+    default: false
+  warning_ms:
+    description:
+      - When the primary figure (response time, or total time of a round trip) is above this many milliseconds,
+        the result has RV(status=warning) and Ansible shows a warning.
+    type: float
+  critical_ms:
+    description:
+      - When the primary figure is above this many milliseconds, the check fails at stage C(threshold).
+    type: float
+notes:
+  - Failures carry a machine-readable C(stage) (V(input), V(resolve), V(connect), V(banner), V(tls), V(helo), V(auth),
+    V(mail_from), V(rcpt), V(data), V(login), V(stat), V(search), V(retrieve), V(delete), V(quit), V(timeout),
+    V(threshold)) and a message naming the protocol, host and port and what the server said.
+  - Only the Python standard library is needed on the managed node.
+'''
+
+    # host, port, tls_mode, username, password of a single-protocol check.
+    ENDPOINT = r'''
+options:
+  host:
+    description:
+      - Name, IPv4 or IPv6 address of the server.
+    type: str
+    required: true
+  port:
+    description:
+      - TCP port. Defaults by O(tls_mode) and protocol; implicit TLS (V(tls), V(tls_if_available)) uses 465 for SMTP and
+        995 for POP3, the other modes 25 and 110.
+    type: int
+  tls_mode:
+    description:
+      - Transport security.
+      - V(none) speaks plaintext only.
+      - V(starttls) connects in plaintext and requires the upgrade (SMTP STARTTLS, POP3 STLS); a server that does not
+        offer it fails at stage C(tls).
+      - V(starttls_if_available) upgrades when the server offers it and otherwise goes on in plaintext with a warning
+        and RV(tls.established=false).
+      - V(tls) speaks TLS from the first byte (ports 465 and 995); a failed handshake fails.
+      - V(tls_if_available) tries implicit TLS and reconnects in plaintext, with a warning, only when the server
+        answers in plaintext.
+    type: str
+    choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+  username:
+    description:
+      - Account name to log in with.
+    type: str
+  password:
+    description:
+      - Password of O(username). Never returned, logged or shown in a transcript.
+    type: str
+'''

@@ -1,0 +1,191 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailops.health developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""POP3 side of the probe core (RFC 1939 with APOP, RFC 2449 CAPA, RFC 2595 STLS)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import hashlib
+import re
+import time
+
+from ansible_collections.mailops.health.plugins.module_utils._probe import (
+    MASK, ProbeError, Session, check_range, cleartext_guard, connect, default_port, ms_since, probe,
+    require_tls_or_warn, ssl_context,
+)
+
+POP3_AUTH = ('none', 'password', 'apop')
+_APOP_TIMESTAMP = re.compile(r'<[^<>\s]+>')
+
+
+class Pop3Client:
+    """One POP3 dialogue over a Session."""
+
+    def __init__(self, session):
+        self.session = session
+        self.banner = None
+        self.timestamp = None
+        self.capabilities = None
+
+    def status(self, stage):
+        line = self.session.read_line(stage)
+        if line.startswith('+OK'):
+            return True, line[4:]
+        if line.startswith('-ERR'):
+            return False, line[5:]
+        raise self.session.error(stage, 'malformed reply %r' % line[:200])
+
+    def command(self, stage, line, what, shown=None):
+        self.session.send_line(stage, line, shown)
+        ok, text = self.status(stage)
+        if not ok:
+            raise self.session.error(stage, '%s refused (-ERR %s)' % (what, text))
+        return text
+
+    def multiline(self, stage):
+        """The body of a multi-line response, dot-unstuffed, as a list of lines."""
+        lines = []
+        while True:
+            line = self.session.read_line(stage)
+            if line == '.':
+                return lines
+            lines.append(line[1:] if line.startswith('.') else line)
+
+    def greet(self):
+        ok, text = self.status('banner')
+        self.banner = text
+        if not ok:
+            raise self.session.error('banner', 'server refused the connection (-ERR %s)' % text)
+        match = _APOP_TIMESTAMP.search(text)
+        self.timestamp = match.group(0) if match else None
+
+    def capa(self):
+        """CAPA is optional (RFC 2449): a server without it answers -ERR; then None."""
+        self.session.send_line('banner', 'CAPA')
+        ok, _text = self.status('banner')
+        self.capabilities = self.multiline('banner') if ok else None
+
+    def has(self, keyword):
+        return any(c.split(' ')[0].upper() == keyword for c in self.capabilities or ())
+
+    def login(self, method, username, password, allow_cleartext_auth):
+        session = self.session
+        session.add_secret(password)
+        if method == 'apop':
+            if not self.timestamp:
+                raise session.error('login', 'APOP requested but the banner carries no APOP timestamp')
+            digest = hashlib.md5((self.timestamp + password).encode('utf-8')).hexdigest()
+            session.add_secret(digest)
+            self.command('login', 'APOP %s %s' % (username, digest), 'APOP', shown='APOP %s %s' % (username, MASK))
+        else:
+            cleartext_guard(session, allow_cleartext_auth, 'login', 'a password with USER/PASS')
+            self.command('login', 'USER ' + username, 'USER')
+            self.command('login', 'PASS ' + password, 'PASS', shown='PASS ' + MASK)
+
+    def stat(self):
+        text = self.command('stat', 'STAT', 'STAT')
+        parts = text.split()
+        if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise self.session.error('stat', 'malformed STAT reply %r' % text[:200])
+        return int(parts[0]), int(parts[1])
+
+    def listing(self, command, stage):
+        """UIDL or LIST: {message number: second field}; None when the server refuses it."""
+        self.session.send_line(stage, command)
+        ok, _text = self.status(stage)
+        if not ok:
+            return None
+        entries = {}
+        for line in self.multiline(stage):
+            parts = line.split()
+            if len(parts) < 2 or not parts[0].isdigit():
+                raise self.session.error(stage, 'malformed %s line %r' % (command, line[:200]))
+            entries[int(parts[0])] = parts[1]
+        return entries
+
+    def headers(self, number):
+        """The header lines of one message: TOP n 0, or RETR when the server has no TOP."""
+        self.session.send_line('search', 'TOP %d 0' % number)
+        ok, _text = self.status('search')
+        if ok:
+            lines = self.multiline('search')
+        else:
+            self.command('retrieve', 'RETR %d' % number, 'RETR %d' % number)
+            lines = self.multiline('retrieve')
+        if '' in lines:
+            lines = lines[:lines.index('')]
+        return lines
+
+    def delete(self, number):
+        self.command('delete', 'DELE %d' % number, 'DELE %d' % number)
+
+    def quit(self, what='QUIT'):
+        self.command('quit', 'QUIT', what)
+
+
+def validate(params):
+    check_range('timeout', params.get('timeout'), 1, 900)
+    check_range('port', params.get('port'), 1, 65535)
+
+
+def open_session(params, warnings, transcript=None):
+    """Connect, greet, negotiate TLS and log in as params say (the pop3_check options).
+    Returns (client, facts); the caller ends the session with client.quit()."""
+    tls_mode = params['tls_mode']
+    port = params.get('port') or default_port(tls_mode, 995, 110)
+    context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
+    session = Session('pop3', params['host'], port, params.get('timeout') or 60, context,
+                      secrets=[params.get('password')], transcript=transcript)
+    client = Pop3Client(session)
+    facts = {'host': params['host'], 'port': port}
+    try:
+        connect(session, tls_mode, warnings)
+        client.greet()
+        facts['banner'] = client.banner
+        client.capa()
+        # Without CAPA the server may still know STLS: in 'starttls' mode we try it anyway.
+        offered = client.has('STLS') or (client.capabilities is None and tls_mode == 'starttls')
+        if require_tls_or_warn(session, offered, tls_mode, 'STLS', warnings):
+            client.command('tls', 'STLS', 'STLS')
+            session.start_tls()
+            client.capa()
+        facts['capabilities'] = client.capabilities or []
+        facts['apop_supported'] = client.timestamp is not None
+        method = params.get('pop3_auth', 'none')
+        if method != 'none':
+            client.login(method, params.get('username') or '', params.get('password') or '',
+                         params.get('allow_cleartext_auth', False))
+    except ProbeError as e:
+        session.close()
+        facts['tls'] = session.tls
+        e.result = dict(facts, **e.result)
+        raise
+    facts['tls'] = session.tls
+    return client, facts
+
+
+def pop3_check(params):
+    """The pop3_check module's core: returns the result dict, raises ProbeError on failure."""
+    validate(params)
+
+    def body(warnings, transcript):
+        start = time.monotonic()
+        result = {}
+        try:
+            client, facts = open_session(params, warnings, transcript)
+            result.update(facts)
+            try:
+                if params.get('pop3_auth', 'none') != 'none':
+                    result['message_count'], result['mailbox_size'] = client.stat()
+                client.quit()
+            finally:
+                client.session.close()
+        except ProbeError as e:
+            result['response_time_ms'] = ms_since(start)
+            e.result = dict(result, **e.result)
+            raise
+        result['response_time_ms'] = ms_since(start)
+        return result
+
+    return probe(params, 'response_time_ms', body)

@@ -1,0 +1,367 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailops.health developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The shared probe core: one error type, one connector for every transport-security mode,
+line I/O bounded by a deadline, a transcript that never holds a secret, and thresholds.
+
+Stdlib only, no Ansible import: plain pytest drives it and any managed node runs it.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import calendar
+import os
+import re
+import socket
+import ssl
+import tempfile
+import time
+
+TLS_MODES = ('none', 'starttls', 'starttls_if_available', 'tls', 'tls_if_available')
+IMPLICIT_TLS_MODES = ('tls', 'tls_if_available')
+STARTTLS_MODES = ('starttls', 'starttls_if_available')
+
+STAGES = ('input', 'resolve', 'connect', 'banner', 'tls', 'helo', 'auth', 'mail_from', 'rcpt',
+          'data', 'login', 'stat', 'search', 'retrieve', 'delete', 'quit', 'timeout', 'threshold')
+
+MASK = '********'
+MAX_LINE = 1024 * 1024
+
+# OpenSSL reasons that mean "the peer did not answer in TLS at all" (it sent a plaintext
+# greeting). Only these allow tls_if_available to fall back; a TLS server that fails the
+# handshake or presents a bad certificate never does.
+_NOT_TLS_REASONS = frozenset(('WRONG_VERSION_NUMBER', 'RECORD_LAYER_FAILURE', 'PACKET_LENGTH_TOO_LONG',
+                              'UNKNOWN_PROTOCOL', 'HTTP_REQUEST', 'UNEXPECTED_RECORD'))
+
+_DN_NAMES = {'commonName': 'CN', 'organizationName': 'O', 'organizationalUnitName': 'OU',
+             'countryName': 'C', 'localityName': 'L', 'stateOrProvinceName': 'ST',
+             'emailAddress': 'emailAddress', 'domainComponent': 'DC'}
+
+
+class ProbeError(Exception):
+    """The one failure type of the core: what failed (message), where (stage) and what was
+    measured up to then (result)."""
+
+    def __init__(self, stage, message, result=None):
+        super(ProbeError, self).__init__(message)
+        self.stage = stage
+        self.message = message
+        self.result = result if result is not None else {}
+
+    def __str__(self):
+        return self.message
+
+
+def ms_since(start):
+    """Milliseconds elapsed since a time.monotonic() reading, to 0.1 ms."""
+    return round((time.monotonic() - start) * 1000.0, 1)
+
+
+def endpoint_label(protocol, host, port):
+    if ':' in host:
+        return '%s [%s]:%s' % (protocol, host, port)
+    return '%s %s:%s' % (protocol, host, port)
+
+
+def check_range(name, value, low, high):
+    if value is not None and not low <= value <= high:
+        raise ProbeError('input', '%s must be between %s and %s, got %s' % (name, low, high, value))
+
+
+def check_no_line_breaks(name, value):
+    if value is not None and ('\r' in value or '\n' in value):
+        raise ProbeError('input', '%s must not contain CR or LF characters' % name)
+
+
+def ssl_context(validate_certs=True, ca_path=None):
+    """An explicit client context: verification on unless asked otherwise. With ca_path, only
+    that CA bundle (file or directory) is trusted."""
+    if not validate_certs:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        if ca_path and os.path.isdir(ca_path):
+            return ssl.create_default_context(capath=ca_path)
+        return ssl.create_default_context(cafile=ca_path or None)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        raise ProbeError('input', 'cannot load ca_path %s: %s' % (ca_path, e))
+
+
+def _format_dn(dn):
+    parts = []
+    for rdn in dn or ():
+        for key, value in rdn:
+            parts.append('%s=%s' % (_DN_NAMES.get(key, key), value))
+    return ','.join(parts)
+
+
+def _decode_unverified(der):
+    """Read fields of a certificate that was not verified (validate_certs=false), so expiry is
+    still reported. Uses the ssl module's own decoder; any failure just means no details."""
+    decode = getattr(getattr(ssl, '_ssl', None), '_test_decode_cert', None)
+    if decode is None or not der:
+        return None
+    fd, path = tempfile.mkstemp(suffix='.pem')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(ssl.DER_cert_to_PEM_cert(der))
+        return decode(path)
+    except (OSError, ValueError, ssl.SSLError):
+        return None
+    finally:
+        os.unlink(path)
+
+
+def tls_details(sock, verified):
+    """The TLS facts a playbook asserts on: version, cipher and the peer certificate."""
+    cert = sock.getpeercert() if verified else _decode_unverified(sock.getpeercert(binary_form=True))
+    cipher = sock.cipher()
+    info = {
+        'established': True,
+        'version': sock.version(),
+        'cipher': cipher[0] if cipher else None,
+        'verified': bool(verified),
+        'subject': None, 'issuer': None, 'sans': [], 'not_after': None, 'days_left': None,
+    }
+    if cert:
+        info['subject'] = _format_dn(cert.get('subject'))
+        info['issuer'] = _format_dn(cert.get('issuer'))
+        info['sans'] = ['%s:%s' % pair for pair in cert.get('subjectAltName', ())]
+        if cert.get('notAfter'):
+            expires = ssl.cert_time_to_seconds(cert['notAfter'])
+            info['not_after'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))
+            info['days_left'] = int((expires - calendar.timegm(time.gmtime())) // 86400)
+    return info
+
+
+def no_tls():
+    return {'established': False, 'version': None, 'cipher': None, 'verified': False, 'subject': None,
+            'issuer': None, 'sans': [], 'not_after': None, 'days_left': None}
+
+
+class Session:
+    """One connection to one endpoint: connect, TLS, line I/O and the transcript.
+
+    Every read and write is bounded by one deadline (timeout seconds from the start of the
+    session), so a server that trickles a byte at a time cannot hold the probe past it.
+    Every line recorded in the transcript or quoted in an error passes through redact().
+    """
+
+    def __init__(self, protocol, host, port, timeout, context, secrets=(), transcript=None):
+        self.protocol = protocol
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.context = context
+        self.label = endpoint_label(protocol, host, port)
+        self.secrets = [s for s in secrets if s]
+        self.transcript = transcript
+        self.deadline = None
+        self.sock = None
+        self.tls = no_tls()
+        self._buffer = b''
+
+    # -- errors and redaction -------------------------------------------------------------
+    def redact(self, text):
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    def error(self, stage, what):
+        return ProbeError(stage, '%s: %s' % (self.label, self.redact(what)))
+
+    def note(self, text):
+        if self.transcript is not None:
+            self.transcript.append(self.redact(text))
+
+    def add_secret(self, secret):
+        if secret:
+            self.secrets.append(secret)
+
+    # -- connection -----------------------------------------------------------------------
+    def _remaining(self, stage):
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self.error(stage, 'timed out after %g s' % self.timeout)
+        return remaining
+
+    def open(self, implicit_tls):
+        """Resolve and connect (trying every address), then start TLS at once if asked."""
+        self.deadline = time.monotonic() + self.timeout
+        try:
+            addresses = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise self.error('resolve', 'cannot resolve host: %s' % e.strerror)
+        last_error = None
+        for family, socktype, proto, _name, address in addresses:
+            sock = socket.socket(family, socktype, proto)
+            try:
+                sock.settimeout(self._remaining('connect'))
+                sock.connect(address)
+            except socket.timeout:
+                sock.close()
+                raise self.error('connect', 'connection timed out after %g s' % self.timeout)
+            except OSError as e:
+                sock.close()
+                last_error = e
+                continue
+            self.sock = sock
+            break
+        if self.sock is None:
+            raise self.error('connect', 'cannot connect: %s' % (last_error.strerror or last_error))
+        self.note('-- connected to %s' % self.label)
+        if implicit_tls:
+            self.start_tls()
+
+    def start_tls(self):
+        """Wrap the connection in TLS. Certificate failures and handshake failures are both
+        stage tls; the caller decides (only for plaintext answers) whether to fall back."""
+        if self._buffer:
+            # Bytes that arrived before the handshake would be trusted as if they came over TLS
+            # (the STARTTLS injection flaw): refuse them.
+            raise self.error('tls', 'server sent data before the TLS handshake')
+        verified = self.context.verify_mode != ssl.CERT_NONE
+        try:
+            self.sock.settimeout(self._remaining('tls'))
+            self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as e:
+            raise self.error('tls', 'certificate verification failed: %s' % (e.verify_message or e.reason))
+        except ssl.SSLError as e:
+            err = self.error('tls', 'TLS handshake failed: %s' % (e.reason or e))
+            err.not_tls = e.reason in _NOT_TLS_REASONS
+            raise err
+        except socket.timeout:
+            raise self.error('tls', 'TLS handshake timed out after %g s' % self.timeout)
+        except OSError as e:
+            raise self.error('tls', 'TLS handshake failed: %s' % (e.strerror or e))
+        self.tls = tls_details(self.sock, verified)
+        self.note('-- TLS established: %s %s' % (self.tls['version'], self.tls['cipher']))
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    # -- line I/O -------------------------------------------------------------------------
+    def read_line(self, stage):
+        """One line without its line ending, decoded leniently (servers send any bytes)."""
+        while True:
+            end = self._buffer.find(b'\n')
+            if end >= 0:
+                raw, self._buffer = self._buffer[:end], self._buffer[end + 1:]
+                line = raw.rstrip(b'\r').decode('utf-8', 'replace')
+                self.note('S: ' + line)
+                return line
+            if len(self._buffer) > MAX_LINE:
+                raise self.error(stage, 'server sent a line longer than %d bytes' % MAX_LINE)
+            try:
+                self.sock.settimeout(self._remaining(stage))
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise self.error(stage, 'timed out after %g s waiting for the server' % self.timeout)
+            except ssl.SSLError as e:
+                raise self.error(stage, 'TLS error: %s' % (e.reason or e))
+            except OSError as e:
+                raise self.error(stage, 'connection lost: %s' % (e.strerror or e))
+            if not chunk:
+                raise self.error(stage, 'server closed the connection')
+            self._buffer += chunk
+
+    def send_line(self, stage, line, shown=None):
+        """Send one command; shown is what the transcript records instead (for secrets)."""
+        self.note('C: ' + (line if shown is None else shown))
+        self.send_raw(stage, line.encode('utf-8') + b'\r\n')
+
+    def send_raw(self, stage, data):
+        try:
+            self.sock.settimeout(self._remaining(stage))
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise self.error(stage, 'timed out after %g s sending to the server' % self.timeout)
+        except OSError as e:
+            raise self.error(stage, 'connection lost: %s' % (e.strerror or e))
+
+
+def connect(session, tls_mode, warnings):
+    """Open a session in tls_mode's implicit part: 'tls' fails unless TLS is spoken,
+    'tls_if_available' reconnects in plaintext only when the server answered in plaintext."""
+    if tls_mode not in IMPLICIT_TLS_MODES:
+        session.open(implicit_tls=False)
+        return
+    try:
+        session.open(implicit_tls=True)
+    except ProbeError as e:
+        session.close()
+        if tls_mode != 'tls_if_available' or not getattr(e, 'not_tls', False):
+            raise
+        warnings.append('%s does not speak implicit TLS; continued without TLS (tls_mode=tls_if_available)'
+                        % session.label)
+        session.note('-- no TLS spoken; reconnecting in plaintext')
+        session._buffer = b''
+        session.open(implicit_tls=False)
+
+
+def require_tls_or_warn(session, offered, tls_mode, command, warnings):
+    """The STARTTLS decision shared by SMTP and POP3. Returns True when the caller must send
+    the upgrade command now."""
+    if tls_mode not in STARTTLS_MODES:
+        return False
+    if offered:
+        return True
+    if tls_mode == 'starttls':
+        raise session.error('tls', '%s not offered by the server (tls_mode=starttls)' % command)
+    warnings.append('%s does not offer %s; continued without TLS (tls_mode=starttls_if_available)'
+                    % (session.label, command))
+    return False
+
+
+def cleartext_guard(session, allow_cleartext_auth, stage, what):
+    """Refuse to send a reusable password over a connection without TLS unless allowed."""
+    if not session.tls['established'] and not allow_cleartext_auth:
+        raise session.error(stage, 'refusing to send %s without TLS; choose a TLS mode, a challenge '
+                                   'mechanism, or set allow_cleartext_auth=true' % what)
+
+
+def default_port(tls_mode, implicit_port, plain_port):
+    return implicit_port if tls_mode in IMPLICIT_TLS_MODES else plain_port
+
+
+def grade(result, figure, warning_ms, critical_ms, warnings):
+    """Set result['status'] from the primary figure; above critical_ms fails at stage threshold."""
+    value = result.get(figure)
+    result['status'] = 'up'
+    if critical_ms is not None and value is not None and value > critical_ms:
+        result['status'] = 'down'
+        raise ProbeError('threshold', '%s %s ms is above critical_ms %s' % (figure, value, critical_ms), result)
+    if warning_ms is not None and value is not None and value > warning_ms:
+        result['status'] = 'warning'
+        warnings.append('%s %s ms is above warning_ms %s' % (figure, value, warning_ms))
+    return result
+
+
+def probe(params, figure, body):
+    """Run body(warnings, transcript) and grade its primary figure. Warnings, the transcript
+    (when asked for) and status are attached to the result, or to the error's result."""
+    warnings = []
+    transcript = [] if params.get('transcript') else None
+
+    def attach(result):
+        result['warnings'] = warnings
+        if transcript is not None:
+            result['transcript'] = transcript
+        return result
+
+    try:
+        result = grade(body(warnings, transcript), figure, params.get('warning_ms'),
+                       params.get('critical_ms'), warnings)
+    except ProbeError as e:
+        e.result.setdefault('status', 'down')
+        attach(e.result)
+        raise
+    return attach(result)

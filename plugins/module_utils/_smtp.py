@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: mailops.health developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""SMTP side of the probe core (RFC 5321, RFC 3207 STARTTLS, RFC 4954 AUTH)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import base64
+import hashlib
+import hmac
+import re
+import socket
+import time
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, make_msgid
+
+from ansible_collections.mailops.health.plugins.module_utils._probe import (
+    MASK, ProbeError, Session, check_no_line_breaks, check_range, cleartext_guard, connect, default_port,
+    ms_since, probe, require_tls_or_warn, ssl_context,
+)
+
+AUTH_MECHANISMS = ('auto', 'plain', 'login', 'cram-md5')
+# Order for auth_mechanism=auto: a challenge mechanism first because it never reveals the password.
+_AUTO_ORDER = ('CRAM-MD5', 'PLAIN', 'LOGIN')
+_CLEARTEXT_MECHANISMS = ('PLAIN', 'LOGIN')
+
+_ADDRESS = re.compile(r'^[^\s<>()\[\],;:@"]+@[A-Za-z0-9.\-]+$|^[^\s<>()\[\],;:@"]+@\[[0-9A-Fa-f:.]+\]$')
+_HELO = re.compile(r'^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*$'
+                   r'|^\[[0-9A-Fa-f:.]+\]$|^\[IPv6:[0-9A-Fa-f:.]+\]$')
+_QUEUE_ID = re.compile(r'queued as\s+([A-Za-z0-9]+)', re.IGNORECASE)
+
+
+def default_helo():
+    """This host's FQDN when it is a valid HELO name, else a safe stand-in."""
+    name = socket.getfqdn()
+    if all(ord(c) < 128 for c in name) and _HELO.match(name):
+        return name
+    return 'localhost.localdomain'
+
+
+def check_address(name, address):
+    check_no_line_breaks(name, address)
+    if not _ADDRESS.match(address or ''):
+        raise ProbeError('input', '%s is not a valid mail address: %r' % (name, address))
+
+
+def normalize_recipients(mail_to):
+    """mail_to as a list; a comma-separated string is accepted too."""
+    if mail_to is None:
+        return []
+    if isinstance(mail_to, str):
+        mail_to = [mail_to]
+    recipients = []
+    for item in mail_to:
+        recipients.extend(part.strip() for part in str(item).split(',') if part.strip())
+    return recipients
+
+
+def validate(params):
+    """Check SMTP input before anything is sent."""
+    check_range('timeout', params.get('timeout'), 1, 900)
+    check_range('port', params.get('port'), 1, 65535)
+    helo = params.get('helo')
+    if helo is not None:
+        check_no_line_breaks('helo', helo)
+        if not all(ord(c) < 128 for c in helo) or not _HELO.match(helo):
+            raise ProbeError('input', 'helo must be an ASCII host name or address literal, got %r' % helo)
+    if params.get('send_mail'):
+        check_address('mail_from', params.get('mail_from'))
+        recipients = normalize_recipients(params.get('mail_to'))
+        if not recipients:
+            raise ProbeError('input', 'mail_to needs at least one address when a mail is sent')
+        for address in recipients:
+            check_address('mail_to', address)
+        check_no_line_breaks('subject', params.get('subject'))
+
+
+def build_message(mail_from, recipients, subject, body, headers=None, domain=None):
+    """A plain RFC 5322 message with CRLF line endings; returns (bytes, message_id)."""
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg['From'] = mail_from
+    msg['To'] = ', '.join(recipients)
+    msg['Subject'] = subject
+    msg['Date'] = formatdate(localtime=False, usegmt=True)
+    message_id = make_msgid(domain=domain or mail_from.rpartition('@')[2])
+    msg['Message-ID'] = message_id
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body or '')
+    return msg.as_bytes(), message_id
+
+
+class SmtpClient:
+    """One SMTP dialogue over a Session."""
+
+    def __init__(self, session):
+        self.session = session
+        self.features = []
+        self.auth_mechanisms = []
+
+    def reply(self, stage):
+        """Read a (multi-line) reply: returns (code, text lines)."""
+        lines = []
+        while True:
+            line = self.session.read_line(stage)
+            if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in ' -'):
+                raise self.session.error(stage, 'malformed reply %r' % line[:200])
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == ' ':
+                return int(line[:3]), lines
+
+    def command(self, stage, line, expect, what, shown=None):
+        self.session.send_line(stage, line, shown)
+        code, lines = self.reply(stage)
+        if code not in expect:
+            raise self.session.error(stage, '%s refused (%d %s)' % (what, code, ' '.join(lines)))
+        return code, lines
+
+    def hello(self, name):
+        self.session.send_line('helo', 'EHLO ' + name)
+        code, lines = self.reply('helo')
+        if code == 250:
+            self.features = [l.strip() for l in lines[1:] if l.strip()]
+        else:
+            # A server without ESMTP: HELO still proves the dialogue works.
+            self.command('helo', 'HELO ' + name, (250,), 'HELO')
+            self.features = []
+        self.auth_mechanisms = []
+        for feature in self.features:
+            keyword, _sep, args = feature.replace('=', ' ', 1).partition(' ')
+            if keyword.upper() == 'AUTH':
+                for mech in args.upper().split():
+                    if mech not in self.auth_mechanisms:
+                        self.auth_mechanisms.append(mech)
+
+    def has(self, keyword):
+        return any(f.split(' ')[0].upper() == keyword for f in self.features)
+
+    def authenticate(self, username, password, mechanism, allow_cleartext_auth):
+        session = self.session
+        session.add_secret(password)
+        if not self.auth_mechanisms:
+            raise session.error('auth', 'server offers no AUTH mechanism')
+        if mechanism == 'auto':
+            choices = [m for m in _AUTO_ORDER if m in self.auth_mechanisms]
+            if not session.tls['established'] and not allow_cleartext_auth:
+                choices = [m for m in choices if m not in _CLEARTEXT_MECHANISMS] or choices
+            if not choices:
+                raise session.error('auth', 'no supported AUTH mechanism offered (offers: %s)'
+                                    % ' '.join(self.auth_mechanisms))
+            mech = choices[0]
+        else:
+            mech = mechanism.upper()
+            if mech not in self.auth_mechanisms:
+                raise session.error('auth', 'AUTH %s not offered (offers: %s)' % (mech, ' '.join(self.auth_mechanisms)))
+        if mech in _CLEARTEXT_MECHANISMS:
+            cleartext_guard(session, allow_cleartext_auth, 'auth', 'a password with AUTH ' + mech)
+
+        def b64(data):
+            text = base64.b64encode(data.encode('utf-8')).decode('ascii')
+            session.add_secret(text)
+            return text
+
+        if mech == 'PLAIN':
+            payload = b64('\0%s\0%s' % (username, password))
+            self.command('auth', 'AUTH PLAIN ' + payload, (235,), 'authentication', shown='AUTH PLAIN ' + MASK)
+        elif mech == 'LOGIN':
+            self.command('auth', 'AUTH LOGIN', (334,), 'AUTH LOGIN')
+            self.command('auth', b64(username), (334,), 'authentication', shown=MASK)
+            self.command('auth', b64(password), (235,), 'authentication', shown=MASK)
+        else:
+            _code, lines = self.command('auth', 'AUTH CRAM-MD5', (334,), 'AUTH CRAM-MD5')
+            try:
+                challenge = base64.b64decode(lines[0].strip(), validate=True)
+            except (ValueError, IndexError):
+                raise session.error('auth', 'malformed CRAM-MD5 challenge')
+            digest = hmac.new(password.encode('utf-8'), challenge, hashlib.md5).hexdigest()
+            self.command('auth', b64('%s %s' % (username, digest)), (235,), 'authentication', shown=MASK)
+        return mech.lower()
+
+    def send(self, mail_from, recipients, data):
+        """MAIL, RCPT, DATA; returns the server's final reply text."""
+        self.command('mail_from', 'MAIL FROM:<%s>' % mail_from, (250,), 'MAIL FROM')
+        for rcpt in recipients:
+            self.command('rcpt', 'RCPT TO:<%s>' % rcpt, (250, 251), 'RCPT TO <%s>' % rcpt)
+        self.command('data', 'DATA', (354,), 'DATA')
+        # Dot-stuffing (RFC 5321 4.5.2) and the terminating line.
+        payload = re.sub(br'(?m)^\.', b'..', data)
+        if not payload.endswith(b'\r\n'):
+            payload += b'\r\n'
+        self.session.note('C: <message, %d bytes>' % len(data))
+        self.session.send_raw('data', payload + b'.\r\n')
+        self.session.note('C: .')
+        code, lines = self.reply('data')
+        if code != 250:
+            raise self.session.error('data', 'message refused (%d %s)' % (code, ' '.join(lines)))
+        return '%d %s' % (code, ' '.join(lines))
+
+    def quit(self):
+        self.command('quit', 'QUIT', (221,), 'QUIT')
+
+
+def run_session(params, warnings, transcript=None, message=None):
+    """One SMTP session as params describe (the smtp_check options); sends message
+    (mail_from, recipients, bytes) when given. Returns the facts of the session."""
+    tls_mode = params['tls_mode']
+    port = params.get('port') or default_port(tls_mode, 465, 25)
+    context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
+    session = Session('smtp', params['host'], port, params.get('timeout') or 60, context,
+                      secrets=[params.get('password')], transcript=transcript)
+    client = SmtpClient(session)
+    result = {'host': params['host'], 'port': port}
+    timings = {}
+    start = time.monotonic()
+    try:
+        try:
+            connect(session, tls_mode, warnings)
+            timings['connect_ms'] = ms_since(start)
+            code, lines = client.reply('banner')
+            result['banner'] = ' '.join(lines)
+            if code != 220:
+                raise session.error('banner', 'server refused the connection (%d %s)' % (code, ' '.join(lines)))
+            timings['banner_ms'] = ms_since(start)
+            helo = params.get('helo') or default_helo()
+            client.hello(helo)
+            if require_tls_or_warn(session, client.has('STARTTLS'), tls_mode, 'STARTTLS', warnings):
+                client.command('tls', 'STARTTLS', (220,), 'STARTTLS')
+                session.start_tls()
+                client.hello(helo)
+            timings['tls_ms'] = ms_since(start)
+            result['features'] = client.features
+            result['auth_mechanisms'] = client.auth_mechanisms
+            if params.get('smtp_auth', 'none') == 'password':
+                result['auth_mechanism_used'] = client.authenticate(
+                    params.get('username') or '', params.get('password') or '',
+                    params.get('auth_mechanism') or 'auto', params.get('allow_cleartext_auth', False))
+                timings['auth_ms'] = ms_since(start)
+            if message is not None:
+                mail_from, recipients, data = message
+                result['data_reply'] = client.send(mail_from, recipients, data)
+                match = _QUEUE_ID.search(result['data_reply'])
+                result['queue_id'] = match.group(1) if match else None
+                timings['data_ms'] = ms_since(start)
+            client.quit()
+        finally:
+            session.close()
+            result['tls'] = session.tls
+    except ProbeError as e:
+        result['response_time_ms'] = ms_since(start)
+        result['timings'] = timings
+        e.result = dict(result, **e.result)
+        raise
+    result['response_time_ms'] = ms_since(start)
+    result['timings'] = timings
+    return result
+
+
+def smtp_check(params, check_mode=False):
+    """The smtp_check module's core: returns the result dict, raises ProbeError on failure."""
+    validate(params)
+    message = message_id = None
+    if params.get('send_mail'):
+        recipients = normalize_recipients(params['mail_to'])
+        data, message_id = build_message(params['mail_from'], recipients,
+                                         params.get('subject') or 'mailops.health test mail',
+                                         params.get('body') or 'Test mail sent by mailops.health.smtp_check.')
+        message = (params['mail_from'], recipients, data)
+
+    def body(warnings, transcript):
+        # Check mode proves everything up to the login and sends nothing.
+        result = run_session(params, warnings, transcript, None if check_mode else message)
+        if message is not None:
+            result['sent'] = not check_mode
+            result['message_id'] = None if check_mode else message_id
+        return result
+
+    return probe(params, 'response_time_ms', body)

@@ -1,0 +1,240 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mailops.health developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: mail_roundtrip
+short_description: Prove that a mail sent now arrives in a POP3 mailbox, and measure how long it takes
+version_added: 0.1.0
+description:
+  - Logs in to the POP3 mailbox first (so wrong POP3 credentials never leave a test mail behind), sends a mail over
+    SMTP whose subject and C(X-Mailops-Roundtrip) header carry a fresh random token, then checks the mailbox until
+    the mail with exactly that token is there, deletes that mail and only that one (DELE, then QUIT to commit), and
+    reports the timings.
+  - Each check reads only the headers of messages it has not looked at before (UIDL and TOP), newest first, so a
+    full mailbox costs little. Without UIDL every message is looked at; without TOP the message is read with RETR.
+  - Checks come quickly at first (after 50 ms, doubling) and then every O(connection_interval) seconds.
+  - When the mail has not arrived after O(max_trip_time) seconds the module fails at stage C(timeout); the mail then
+    stays in the mailbox.
+author:
+  - mailops.health developers
+extends_documentation_fragment:
+  - mailops.health.common
+attributes:
+  check_mode:
+    description:
+      - In check mode the module connects and logs in on both sides and sends nothing.
+      - It always reports C(changed=false), also when a mail was sent, because the mailbox is left as it was found.
+    support: full
+  diff_mode:
+    description: Returns no diff.
+    support: none
+options:
+  smtp_host:
+    description: SMTP server that accepts the mail.
+    type: str
+    required: true
+  smtp_port:
+    description: SMTP port; by default 465 for implicit TLS, else 25.
+    type: int
+  smtp_tls_mode:
+    description: Transport security on the SMTP side, as O(mailops.health.smtp_check#module:tls_mode).
+    type: str
+    choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+    default: starttls_if_available
+  smtp_auth:
+    description: V(password) authenticates with O(smtp_username) and O(smtp_password) before sending.
+    type: str
+    choices: [none, password]
+    default: none
+  auth_mechanism:
+    description: SMTP AUTH mechanism, as O(mailops.health.smtp_check#module:auth_mechanism).
+    type: str
+    choices: [auto, plain, login, cram-md5]
+    default: auto
+  smtp_username:
+    description: SMTP AUTH user.
+    type: str
+  smtp_password:
+    description: SMTP AUTH password. Never returned or logged.
+    type: str
+  helo:
+    description: Name sent with EHLO; defaults to this host's fully qualified name.
+    type: str
+  mail_from:
+    description: Envelope sender and From header of the test mail.
+    type: str
+    required: true
+  mail_to:
+    description: The one address whose mailbox O(pop3_username) reads.
+    type: str
+    required: true
+  pop3_host:
+    description: POP3 server of the receiving mailbox.
+    type: str
+    required: true
+  pop3_port:
+    description: POP3 port; by default 995 for implicit TLS, else 110.
+    type: int
+  pop3_tls_mode:
+    description: Transport security on the POP3 side, as O(mailops.health.pop3_check#module:tls_mode).
+    type: str
+    choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+    default: starttls_if_available
+  pop3_auth:
+    description: V(password) logs in with USER/PASS, V(apop) with APOP.
+    type: str
+    choices: [password, apop]
+    default: password
+  pop3_username:
+    description: POP3 user of the receiving mailbox.
+    type: str
+    required: true
+  pop3_password:
+    description: POP3 password. Never returned or logged.
+    type: str
+    required: true
+  subject_prefix:
+    description: Text put before the generated subject (C(mailops.health round trip <token>)).
+    type: str
+    default: ''
+  connection_interval:
+    description: Longest wait in seconds between two mailbox checks.
+    type: float
+    default: 5
+  max_trip_time:
+    description: Seconds after the mail was accepted before the module gives up at stage C(timeout), 1 to 3600.
+    type: int
+    default: 30
+seealso:
+  - module: mailops.health.smtp_check
+  - module: mailops.health.pop3_check
+'''
+
+EXAMPLES = r'''
+- name: A mail sent now arrives within 30 s
+  mailops.health.mail_roundtrip:
+    smtp_host: mx.example.com
+    smtp_port: 587
+    smtp_tls_mode: starttls
+    smtp_auth: password
+    smtp_username: monitor@example.com
+    smtp_password: "{{ vault_monitor_password }}"
+    mail_from: monitor@example.com
+    mail_to: roundtrip@example.com
+    pop3_host: pop.example.com
+    pop3_tls_mode: tls
+    pop3_auth: apop
+    pop3_username: roundtrip
+    pop3_password: "{{ vault_roundtrip_password }}"
+    max_trip_time: 30
+    warning_ms: 5000
+  register: trip
+
+- name: Show the timings
+  ansible.builtin.debug:
+    msg: "arrived after {{ trip.trip_time_ms }} ms (SMTP {{ trip.smtp.response_time_ms }} ms, POP3 {{ trip.pop3.response_time_ms }} ms)"
+'''
+
+RETURN = r'''
+status:
+  description: V(up), V(warning) (RV(total_ms) above O(warning_ms)) or V(down).
+  returned: always
+  type: str
+  sample: up
+token:
+  description: The random token in the test mail's subject and C(X-Mailops-Roundtrip) header.
+  returned: always
+  type: str
+  sample: 5f0c1d2e3a4b4c5d8e9f0a1b2c3d4e5f
+message_id:
+  description: Message-ID of the test mail; V(null) when nothing was sent.
+  returned: always
+  type: str
+  sample: <172.1234.5678@example.com>
+sent:
+  description: Whether the test mail was sent (V(false) in check mode).
+  returned: when the SMTP side ran
+  type: bool
+  sample: true
+deleted:
+  description: The test mail was found, deleted and the deletion committed.
+  returned: success, not in check mode
+  type: bool
+  sample: true
+smtp:
+  description: The SMTP session, with the keys M(mailops.health.smtp_check) returns (RV(smtp.response_time_ms),
+    RV(smtp.tls), RV(smtp.banner), RV(smtp.queue_id), ...).
+  returned: when the SMTP side ran
+  type: dict
+  sample: {"response_time_ms": 21.4, "queue_id": "4XyZ1234", "tls": {"established": true, "version": "TLSv1.3"}}
+pop3:
+  description: The POP3 session that found and deleted the mail (the first login in check mode), with the keys
+    M(mailops.health.pop3_check) returns, among them RV(pop3.response_time_ms).
+  returned: always
+  type: dict
+  sample: {"response_time_ms": 9.8, "apop_supported": true, "tls": {"established": true, "version": "TLSv1.3"}}
+total_ms:
+  description: SMTP response time plus POP3 response time, in milliseconds; the figure O(warning_ms) and
+    O(critical_ms) apply to.
+  returned: success
+  type: float
+  sample: 31.2
+trip_time_ms:
+  description: Milliseconds from the SMTP server accepting the mail to the probe seeing it in the mailbox.
+  returned: always
+  type: float
+  sample: 112.5
+attempts:
+  description: How many times the mailbox was checked after sending.
+  returned: always
+  type: int
+  sample: 2
+transcript:
+  description: Both dialogues (C(C:) client, C(S:) server, C(--) events) with secrets masked.
+  returned: when O(transcript=true)
+  type: list
+  elements: str
+  sample: ["-- connected to pop3 127.0.0.1:110", "S: +OK ready"]
+stage:
+  description: Where the round trip failed.
+  returned: on failure
+  type: str
+  sample: timeout
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mailops.health.plugins.module_utils import _args
+from ansible_collections.mailops.health.plugins.module_utils._roundtrip import mail_roundtrip
+from ansible_collections.mailops.health.plugins.module_utils._runner import run
+
+
+def main():
+    smtp_auth_spec, smtp_required = _args.smtp_auth(prefix='smtp_')
+    pop3_auth_spec, _pop3_required = _args.pop3_auth()
+    spec = dict(_args.COMMON)
+    spec.update(_args.endpoint('smtp_', tls_default='starttls_if_available'))
+    spec.update(_args.endpoint('pop3_', tls_default='starttls_if_available'))
+    spec.update(smtp_auth_spec)
+    spec.update(pop3_auth_spec)
+    spec['pop3_auth']['choices'] = ['password', 'apop']
+    spec['pop3_username']['required'] = True
+    spec['pop3_password']['required'] = True
+    spec.update(
+        mail_from=dict(type='str', required=True),
+        mail_to=dict(type='str', required=True),
+        subject_prefix=dict(type='str', default=''),
+        connection_interval=dict(type='float', default=5),
+        max_trip_time=dict(type='int', default=30),
+    )
+    module = AnsibleModule(argument_spec=spec, required_if=smtp_required, supports_check_mode=True)
+    run(module, mail_roundtrip, module.check_mode)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,34 @@
+"""Option builders for the core functions, pointed at the embedded lab."""
+
+
+def common(lab, **extra):
+    params = dict(timeout=10, validate_certs=True, ca_path=lab.ca_path, allow_cleartext_auth=False,
+                  transcript=True, warning_ms=None, critical_ms=None)
+    params.update(extra)
+    return params
+
+
+def smtp_params(lab, variant, tls_mode, **extra):
+    params = common(lab, host=lab.host, port=lab.ports[variant], tls_mode=tls_mode, smtp_auth='none',
+                    auth_mechanism='auto', username='alice', password=lab.accounts['alice'], helo='probe.test',
+                    send_mail=False, mail_from=None, mail_to=None, subject=None, body=None)
+    params.update(extra)
+    return params
+
+
+def pop3_params(lab, variant, tls_mode, pop3_auth='none', user='alice', **extra):
+    params = common(lab, host=lab.host, port=lab.ports[variant], tls_mode=tls_mode, pop3_auth=pop3_auth,
+                    username=user, password=lab.accounts[user])
+    params.update(extra)
+    return params
+
+
+def roundtrip_params(lab, smtp_variant='smtp', pop3_variant='pop3', user='bob', **extra):
+    params = common(lab, smtp_host=lab.host, smtp_port=lab.ports[smtp_variant], smtp_tls_mode='starttls',
+                    smtp_auth='none', auth_mechanism='auto', smtp_username=None, smtp_password=None,
+                    helo='probe.test', mail_from='monitor@lab.test', mail_to=lab.address(user),
+                    pop3_host=lab.host, pop3_port=lab.ports[pop3_variant], pop3_tls_mode='starttls',
+                    pop3_auth='apop', pop3_username=user, pop3_password=lab.accounts[user],
+                    subject_prefix='[health]', connection_interval=0.5, max_trip_time=10)
+    params.update(extra)
+    return params
