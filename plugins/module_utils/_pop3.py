@@ -11,8 +11,8 @@ import re
 import time
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, ProbeError, Session, check_range, cleartext_guard, connect, default_port, ms_since, probe,
-    require_tls_or_warn, ssl_context,
+    MASK, ProbeError, cleartext_guard, connect, ms_since, new_session, probe, require_tls_or_warn,
+    validate_endpoint,
 )
 
 POP3_AUTH = ('none', 'password', 'apop')
@@ -124,21 +124,13 @@ class Pop3Client:
         self.command('quit', 'QUIT', what)
 
 
-def validate(params):
-    check_range('timeout', params.get('timeout'), 1, 900)
-    check_range('port', params.get('port'), 1, 65535)
-
-
 def open_session(params, warnings, transcript=None):
     """Connect, greet, negotiate TLS and log in as params say (the pop3_check options).
     Returns (client, facts); the caller ends the session with client.quit()."""
     tls_mode = params['tls_mode']
-    port = params.get('port') or default_port(tls_mode, 995, 110)
-    context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
-    session = Session('pop3', params['host'], port, params.get('timeout') or 60, context,
-                      secrets=[params.get('password')], transcript=transcript)
+    session = new_session('pop3', params, transcript)
     client = Pop3Client(session)
-    facts = {'host': params['host'], 'port': port}
+    facts = {'host': session.host, 'port': session.port}
     try:
         connect(session, tls_mode, warnings)
         client.greet()
@@ -167,7 +159,7 @@ def open_session(params, warnings, transcript=None):
 
 def pop3_check(params):
     """The pop3_check module's core: returns the result dict, raises ProbeError on failure."""
-    validate(params)
+    validate_endpoint(params)
 
     def body(warnings, transcript):
         start = time.monotonic()

@@ -328,8 +328,23 @@ def cleartext_guard(session, allow_cleartext_auth, stage, what):
                                    'mechanism, or set allow_cleartext_auth=true' % what)
 
 
-def default_port(tls_mode, implicit_port, plain_port):
-    return implicit_port if tls_mode in IMPLICIT_TLS_MODES else plain_port
+# (implicit TLS port, plaintext/STARTTLS port) by protocol.
+DEFAULT_PORTS = {'smtp': (465, 25), 'pop3': (995, 110)}
+
+
+def validate_endpoint(params):
+    check_range('timeout', params.get('timeout'), 1, 900)
+    check_range('port', params.get('port'), 1, 65535)
+
+
+def new_session(protocol, params, transcript=None):
+    """A Session for the endpoint options (host, port, tls_mode, timeout, validate_certs,
+    ca_path, password); the port defaults by protocol and tls_mode."""
+    implicit_port, plain_port = DEFAULT_PORTS[protocol]
+    port = params.get('port') or (implicit_port if params['tls_mode'] in IMPLICIT_TLS_MODES else plain_port)
+    context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
+    return Session(protocol, params['host'], port, params.get('timeout') or 60, context,
+                   secrets=[params.get('password')], transcript=transcript)
 
 
 def grade(result, figure, warning_ms, critical_ms, warnings):

@@ -13,7 +13,7 @@ from email.parser import HeaderParser
 
 from ansible_collections.mailops.health.plugins.module_utils import _pop3, _smtp
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    ProbeError, check_no_line_breaks, check_range, endpoint_label, ms_since, probe,
+    ProbeError, check_no_line_breaks, check_range, endpoint_label, ms_since, probe, validate_endpoint,
 )
 
 TOKEN_HEADER = 'X-Mailops-Roundtrip'
@@ -119,7 +119,7 @@ def mail_roundtrip(params, check_mode=False):
     smtp_params['send_mail'] = True
     _smtp.validate(smtp_params)
     pop3_params = side(params, 'pop3', ('pop3_auth',))
-    _pop3.validate(pop3_params)
+    validate_endpoint(pop3_params)
     token = uuid.uuid4().hex
     recipients = _smtp.normalize_recipients(params['mail_to'])
     subject = ('%s %s %s' % (params.get('subject_prefix') or '', SUBJECT_MARK, token)).strip()

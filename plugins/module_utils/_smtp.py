@@ -17,8 +17,8 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, ProbeError, Session, check_no_line_breaks, check_range, cleartext_guard, connect, default_port,
-    ms_since, probe, require_tls_or_warn, ssl_context,
+    MASK, ProbeError, check_no_line_breaks, cleartext_guard, connect, ms_since, new_session, probe,
+    require_tls_or_warn, validate_endpoint,
 )
 
 AUTH_MECHANISMS = ('auto', 'plain', 'login', 'cram-md5')
@@ -60,8 +60,7 @@ def normalize_recipients(mail_to):
 
 def validate(params):
     """Check SMTP input before anything is sent."""
-    check_range('timeout', params.get('timeout'), 1, 900)
-    check_range('port', params.get('port'), 1, 65535)
+    validate_endpoint(params)
     helo = params.get('helo')
     if helo is not None:
         check_no_line_breaks('helo', helo)
@@ -206,12 +205,9 @@ def run_session(params, warnings, transcript=None, message=None):
     """One SMTP session as params describe (the smtp_check options); sends message
     (mail_from, recipients, bytes) when given. Returns the facts of the session."""
     tls_mode = params['tls_mode']
-    port = params.get('port') or default_port(tls_mode, 465, 25)
-    context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
-    session = Session('smtp', params['host'], port, params.get('timeout') or 60, context,
-                      secrets=[params.get('password')], transcript=transcript)
+    session = new_session('smtp', params, transcript)
     client = SmtpClient(session)
-    result = {'host': params['host'], 'port': port}
+    result = {'host': session.host, 'port': session.port}
     timings = {}
     start = time.monotonic()
     try:
