@@ -1,0 +1,230 @@
+"""SMTP listeners built on aiosmtpd, delivering into the shared MailStore.
+
+Mail is accepted with or without AUTH (like port 25); AUTH is offered on
+every variant, with or without TLS, because deciding whether plaintext AUTH
+is acceptable is the client's job, and that is what the tests exercise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import os
+import secrets
+import time
+from typing import Any, Optional
+
+from aiosmtpd.smtp import (
+    MISSING,
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+    auth_mechanism,
+)
+
+from .certs import LabCerts
+from .store import MailStore
+from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hook, Hooks, Variant
+
+log = logging.getLogger(__name__)
+
+IDENT = "ESMTP mailops embedded lab"
+
+
+class LabHandler:
+    """aiosmtpd handler: recipient checks, delivery, AUTH checks."""
+
+    def __init__(self, store: MailStore) -> None:
+        self.store = store
+        self._queue_ids = itertools.count(1)
+
+    async def handle_RCPT(self, server: SMTP, session: Session,
+                          envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if self.store.mailbox_for(address) is None:
+            return (f"550 5.1.1 <{address}>: Recipient address rejected: "
+                    "User unknown")
+        # With a handle_RCPT hook aiosmtpd leaves recording the recipient
+        # to us.
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session,
+                          envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        for rcpt in envelope.rcpt_tos:
+            self.store.deliver(rcpt, raw)
+        queue_id = f"{next(self._queue_ids):010X}"
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Called by aiosmtpd inside its ``except`` block.  A client that
+        # rejects our certificate during STARTTLS is expected traffic here
+        # (aiosmtpd would log a traceback); anything else is a lab bug.
+        if isinstance(error, TLSSetupException):
+            log.debug("STARTTLS handshake failed: %r", error.__cause__)
+        else:
+            log.exception("SMTP session error")
+        return f"500 5.3.0 Error: ({type(error).__name__}) {error}"
+
+    def authenticate(self, server: SMTP, session: Session,
+                     envelope: Envelope, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        """aiosmtpd authenticator, used by the built-in PLAIN and LOGIN."""
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        if self.store.check_password(user, password):
+            return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False)
+
+    @auth_mechanism("CRAM-MD5")
+    async def auth_CRAM_MD5(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 2195: the client proves the password with HMAC-MD5.
+
+        aiosmtpd ships no CRAM-MD5; it picks up ``auth_*`` methods of the
+        handler, so this one is advertised next to PLAIN and LOGIN.
+        """
+        if len(args) != 1:
+            # CRAM-MD5 has no initial response.
+            await server.push("501 5.5.2 Syntax: AUTH CRAM-MD5")
+            return AuthResult(success=False, handled=True)
+        challenge = (f"<{secrets.randbelow(10**10)}.{int(time.time())}"
+                     f".{os.getpid()}@{server.hostname}>").encode()
+        response = await server.challenge_auth(challenge)
+        if response is MISSING:
+            # challenge_auth already answered (aborted or bad base64).
+            return AuthResult(success=False, handled=True)
+        assert isinstance(response, bytes)
+        login, _, digest = response.rpartition(b" ")
+        user = login.decode("utf-8", "replace")
+        password = self.store.password(user)
+        if password is None:
+            return AuthResult(success=False, handled=False)
+        expected = hmac.new(password.encode(), challenge, "md5").hexdigest()
+        if hmac.compare_digest(expected.encode(), digest.lower()):
+            return AuthResult(success=True,
+                              auth_data=LoginPassword(login, b""))
+        return AuthResult(success=False, handled=False)
+
+
+class LabSession(Session):
+    """aiosmtpd's Session without the login_data deprecation warning.
+
+    aiosmtpd 1.4 itself assigns the deprecated ``login_data`` on every
+    successful AUTH, which would log a warning per login.
+    """
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+class LabSMTP(SMTP):
+    """aiosmtpd's SMTP protocol plus per-command hooks.
+
+    aiosmtpd's own ``handle_*`` hooks cannot veto every command (STARTTLS,
+    for one) nor the greeting, so hooks wrap the command table aiosmtpd
+    dispatches from, and "CONNECT" runs before the greeting.
+    """
+
+    def __init__(self, handler: LabHandler, *, hooks: Hooks,
+                 listener: "SmtpListener", **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._lab_hooks = dict(hooks)
+        self._listener = listener
+        for command, hook in self._lab_hooks.items():
+            if command != "CONNECT":
+                # _smtp_methods is aiosmtpd's {COMMAND: bound method} table.
+                self._smtp_methods[command] = self._hooked(
+                    hook, self._smtp_methods.get(command))
+
+    def _hooked(self, hook: Hook, builtin: Optional[Any]) -> Any:
+        async def run(arg: Optional[str]) -> None:
+            if await hook(self, arg):
+                return
+            if builtin is None:
+                await self.push("502 5.5.1 Command not implemented")
+            else:
+                await builtin(arg)
+        return run
+
+    def _create_session(self) -> Session:
+        return LabSession(self.loop)
+
+    async def _handle_client(self) -> None:
+        hook = self._lab_hooks.get("CONNECT")
+        if hook is not None and await hook(self, None):
+            return
+        await super()._handle_client()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again after STARTTLS with the TLS transport; a set copes.
+        self._listener.connections.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Optional[Exception]) -> None:
+        self._listener.connections.discard(self)
+        super().connection_lost(error)
+
+
+class SmtpListener:
+    """One SMTP variant: a listening socket plus its live connections."""
+
+    def __init__(self, variant: Variant, *, store: MailStore,
+                 certs: LabCerts, hooks: Optional[Hooks] = None,
+                 hostname: str = "localhost") -> None:
+        self.variant = variant
+        self.hooks = dict(hooks or {})
+        self.hostname = hostname
+        self.handler = LabHandler(store)
+        self.connections: set[LabSMTP] = set()
+        self.port: Optional[int] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._tls = (certs.server_context(variant.cert)
+                     if variant.tls in (TLS_STARTTLS, TLS_IMPLICIT) else None)
+
+    def _make_protocol(self) -> LabSMTP:
+        return LabSMTP(
+            self.handler,
+            hooks=self.hooks,
+            listener=self,
+            hostname=self.hostname,  # also avoids a slow getfqdn() per link
+            ident=IDENT,
+            tls_context=self._tls if self.variant.tls == TLS_STARTTLS else None,
+            require_starttls=False,
+            auth_require_tls=False,
+            authenticator=self.handler.authenticate,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self, host: str) -> int:
+        implicit = self._tls if self.variant.tls == TLS_IMPLICIT else None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_protocol, host, 0, ssl=implicit)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # Server.close() leaves accepted connections open (until 3.12's
+        # close_clients); abort them so their handler tasks end now.
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
