@@ -30,7 +30,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.embedded",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--host", default="127.0.0.1",
                         help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--describe-file", type=Path,

@@ -155,7 +155,7 @@ class Pop3Session:
 
     async def _dispatch(self, raw: bytes) -> None:
         text = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-        keyword, _, rest = text.partition(" ")
+        keyword, _sep, rest = text.partition(" ")
         command = keyword.upper()
         arg = rest if rest else None
         hook = self.listener.hooks.get(command)
@@ -454,7 +454,7 @@ class Pop3Listener:
             session.abort()
             task.cancel()
         if sessions:
-            await asyncio.gather(*(t for _, t in sessions),
+            await asyncio.gather(*(t for _session, t in sessions),
                                  return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()

@@ -103,7 +103,7 @@ class LabHandler:
             # challenge_auth already answered (aborted or bad base64).
             return AuthResult(success=False, handled=True)
         assert isinstance(response, bytes)
-        login, _, digest = response.rpartition(b" ")
+        login, _sep, digest = response.rpartition(b" ")
         user = login.decode("utf-8", "replace")
         password = self.store.password(user)
         if password is None:

@@ -21,9 +21,9 @@ options:
   validate_certs:
     description:
       - Verify the server certificate (chain and host name) whenever TLS is used.
-      - A certificate that fails verification fails the check at stage C(tls) in every O(tls_mode); it never
+      - A certificate that fails verification fails the check at stage C(tls) in every C(tls_mode); it never
         makes a C(*_if_available) mode fall back to plaintext.
-      - With V(false) the certificate is still reported in RV(tls) but not checked. Use only for a lab.
+      - With V(false) the certificate is still reported in the C(tls) result but not checked. Use only for a lab.
     type: bool
     default: true
   ca_path:
@@ -78,7 +78,7 @@ options:
       - V(starttls) connects in plaintext and requires the upgrade (SMTP STARTTLS, POP3 STLS); a server that does not
         offer it fails at stage C(tls).
       - V(starttls_if_available) upgrades when the server offers it and otherwise goes on in plaintext with a warning
-        and RV(tls.established=false).
+        and C(tls.established=false).
       - V(tls) speaks TLS from the first byte (ports 465 and 995); a failed handshake fails.
       - V(tls_if_available) tries implicit TLS and reconnects in plaintext, with a warning, only when the server
         answers in plaintext.

@@ -12,7 +12,6 @@ __metaclass__ = type
 
 import calendar
 import os
-import re
 import socket
 import ssl
 import tempfile

@@ -152,8 +152,8 @@ def mail_roundtrip(params, check_mode=False):
                 if time.monotonic() + delay > deadline:
                     break
                 time.sleep(delay)
-                mailbox.params = dict(pop3_params, timeout=max(1, min(pop3_params['timeout'] or 60,
-                                                                         deadline - time.monotonic())))
+                remaining = deadline - time.monotonic()
+                mailbox.params = dict(pop3_params, timeout=max(1, min(pop3_params['timeout'] or 60, remaining)))
                 result['attempts'] += 1
                 found, facts = on_side('pop3', mailbox.visit, token)
                 if found:

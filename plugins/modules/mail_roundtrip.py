@@ -21,7 +21,7 @@ description:
   - When the mail has not arrived after O(max_trip_time) seconds the module fails at stage C(timeout); the mail then
     stays in the mailbox.
 author:
-  - mailops.health developers
+  - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
   - mailops.health.common
 attributes:
@@ -167,14 +167,14 @@ deleted:
   type: bool
   sample: true
 smtp:
-  description: The SMTP session, with the keys M(mailops.health.smtp_check) returns (RV(smtp.response_time_ms),
-    RV(smtp.tls), RV(smtp.banner), RV(smtp.queue_id), ...).
+  description: The SMTP session, with the keys M(mailops.health.smtp_check) returns (C(response_time_ms),
+    C(tls), C(banner), C(queue_id), ...).
   returned: when the SMTP side ran
   type: dict
   sample: {"response_time_ms": 21.4, "queue_id": "4XyZ1234", "tls": {"established": true, "version": "TLSv1.3"}}
 pop3:
   description: The POP3 session that found and deleted the mail (the first login in check mode), with the keys
-    M(mailops.health.pop3_check) returns, among them RV(pop3.response_time_ms).
+    M(mailops.health.pop3_check) returns, among them C(response_time_ms).
   returned: always
   type: dict
   sample: {"response_time_ms": 9.8, "apop_supported": true, "tls": {"established": true, "version": "TLSv1.3"}}

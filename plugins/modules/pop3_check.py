@@ -16,7 +16,7 @@ description:
   - Never reads, changes or deletes a message.
   - Fails with a message naming host, port and what the server said, and a machine-readable C(stage).
 author:
-  - mailops.health developers
+  - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
   - mailops.health.common
   - mailops.health.common.endpoint

@@ -17,7 +17,7 @@ description:
     certificate subject, issuer, names, expiry) and, when a mail was sent, the server's reply to DATA with its queue id.
   - Fails with a message naming host, port and what the server said, and a machine-readable C(stage).
 author:
-  - mailops.health developers
+  - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
   - mailops.health.common
   - mailops.health.common.endpoint

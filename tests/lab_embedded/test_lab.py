@@ -250,7 +250,7 @@ def test_main_runs_until_sigterm(tmp_path: Path) -> None:
             # Then one line per listener and the CA line.  (Read here: the
             # text wrapper buffers them, and communicate() bypasses it.)
             human = [proc.stdout.readline()
-                     for _ in range(len(info["ports"]) + 1)]
+                     for _attempt in range(len(info["ports"]) + 1)]
             assert json.loads(describe_file.read_text()) == info
             assert set(info["ports"]) == EXPECTED_PORTS
             assert {line.split()[0] for line in human[:-1]} == EXPECTED_PORTS

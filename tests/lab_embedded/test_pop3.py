@@ -32,14 +32,14 @@ def test_smtp_mail_is_visible_over_pop3(lab: EmbeddedLab) -> None:
     try:
         assert pop.stat() == (1, len(sent))
         [stored] = lab.store.messages("alice")
-        _, uidl, _ = pop.uidl()
+        uidl = pop.uidl()[1]
         assert uidl == [f"1 {stored.uid}".encode()]
         assert pop.uidl(1) == f"+OK 1 {stored.uid}".encode()
         assert pop.list(1) == f"+OK 1 {len(sent)}".encode()
-        _, top, _ = pop.top(1, 1)
+        top = pop.top(1, 1)[1]
         assert top == [b"From: " + SENDER.encode(), b"To: someone@lab.test",
                        b"Subject: via smtp", b"", b"line one"]
-        _, lines, _ = pop.retr(1)
+        lines = pop.retr(1)[1]
         # poplib undoes the byte-stuffing: what comes back is what was sent.
         assert b"\r\n".join(lines) + b"\r\n" == sent
     finally:
@@ -81,7 +81,7 @@ def test_apop_garbage_digest(lab: EmbeddedLab) -> None:
 
 def test_apop_timestamps_are_unique(lab: EmbeddedLab) -> None:
     greetings = set()
-    for _ in range(3):
+    for _attempt in range(3):
         with RawClient(lab.host, lab.ports["pop3"]) as raw:
             greetings.add(raw.greeting)
     assert len(greetings) == 3
@@ -169,7 +169,7 @@ def test_dele_quit_removes_only_that_message(lab: EmbeddedLab) -> None:
     with pytest.raises(poplib.error_proto):
         pop.retr(2)  # marked messages are gone for this session
     assert pop.stat()[0] == 2
-    _, listing, _ = pop.list()
+    listing = pop.list()[1]
     assert [line.split()[0] for line in listing] == [b"1", b"3"]
     assert lab.store.messages("rt03") != []  # nothing removed before QUIT
     assert len(lab.store.messages("rt03")) == 3

@@ -4,7 +4,6 @@ there: the stdlib-only promise), against the embedded lab."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ def ansible_playbook(collections_path, tmp_path, playbook, extra_vars):
                ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0', PATH='%s:%s' % (BIN, os.environ['PATH']))
     # Run from the temporary directory so nothing resolves the checkout's own tree.
     return subprocess.run([str(BIN / 'ansible-playbook'), str(playbook), '-e', '@%s' % vars_file],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_health_gate_playbook(lab, collections_path, tmp_path):
@@ -114,7 +113,7 @@ def test_ansible_doc_renders(collections_path):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path))
     for module in ('smtp_check', 'pop3_check', 'mail_roundtrip'):
         run = subprocess.run([str(BIN / 'ansible-doc'), 'mailops.health.%s' % module], env=env,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         assert run.returncode == 0, run.stderr
         assert 'tls_mode' in run.stdout
         assert 'ERROR' not in run.stderr
