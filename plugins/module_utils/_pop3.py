@@ -11,12 +11,17 @@ import re
 import time
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, ProbeError, cleartext_guard, connect, ms_since, new_session, probe, require_tls_or_warn,
+    MASK, MAX_RESPONSE, ProbeError, cleartext_guard, connect, ms_since, new_session, probe, require_tls_or_warn,
     validate_endpoint,
 )
 
 POP3_AUTH = ('none', 'password', 'apop')
 _APOP_TIMESTAMP = re.compile(r'<[^<>\s]+>')
+
+
+def is_locked(message):
+    """A login refused because another session holds the maildrop (RFC 2449 IN-USE)."""
+    return '[IN-USE]' in message or 'locked' in message.lower()
 
 
 class Pop3Client:
@@ -43,14 +48,28 @@ class Pop3Client:
             raise self.session.error(stage, '%s refused (-ERR %s)' % (what, text))
         return text
 
-    def multiline(self, stage):
-        """The body of a multi-line response, dot-unstuffed, as a list of lines."""
+    def multiline(self, stage, record=True, headers_only=False):
+        """The body of a multi-line response, dot-unstuffed, as a list of lines. With
+        record=False the transcript gets only a line count (listings and mail content);
+        headers_only keeps the lines before the first empty one (RETR used for headers)."""
         lines = []
+        count = size = 0
+        keep = True
         while True:
-            line = self.session.read_line(stage)
+            line = self.session.read_line(stage, record)
             if line == '.':
-                return lines
-            lines.append(line[1:] if line.startswith('.') else line)
+                break
+            count += 1
+            line = line[1:] if line.startswith('.') else line
+            keep = keep and not (headers_only and line == '')
+            if keep:
+                size += len(line) + 2
+                if size > MAX_RESPONSE:
+                    raise self.session.error(stage, 'response larger than %d bytes' % MAX_RESPONSE)
+                lines.append(line)
+        if not record:
+            self.session.note('S: <%d lines>' % count)
+        return lines
 
     def greet(self):
         ok, text = self.status('banner')
@@ -97,7 +116,7 @@ class Pop3Client:
         if not ok:
             return None
         entries = {}
-        for line in self.multiline(stage):
+        for line in self.multiline(stage, record=False):
             parts = line.split()
             if len(parts) < 2 or not parts[0].isdigit():
                 raise self.session.error(stage, 'malformed %s line %r' % (command, line[:200]))
@@ -109,13 +128,9 @@ class Pop3Client:
         self.session.send_line('search', 'TOP %d 0' % number)
         ok, _text = self.status('search')
         if ok:
-            lines = self.multiline('search')
-        else:
-            self.command('retrieve', 'RETR %d' % number, 'RETR %d' % number)
-            lines = self.multiline('retrieve')
-        if '' in lines:
-            lines = lines[:lines.index('')]
-        return lines
+            return self.multiline('search', record=False, headers_only=True)
+        self.command('retrieve', 'RETR %d' % number, 'RETR %d' % number)
+        return self.multiline('retrieve', record=False, headers_only=True)
 
     def delete(self, number):
         self.command('delete', 'DELE %d' % number, 'DELE %d' % number)

@@ -25,7 +25,10 @@ STAGES = ('input', 'resolve', 'connect', 'banner', 'tls', 'helo', 'auth', 'mail_
           'data', 'login', 'stat', 'search', 'retrieve', 'delete', 'quit', 'timeout', 'threshold')
 
 MASK = '********'
-MAX_LINE = 1024 * 1024
+# Longest line kept (RFC 5322 allows 998 octets; longer ones are cut, not fatal, so one broken
+# foreign mail cannot fail a probe) and the most a multi-line response may hold.
+MAX_LINE = 64 * 1024
+MAX_RESPONSE = 16 * 1024 * 1024
 
 # OpenSSL reasons that mean "the peer did not answer in TLS at all" (it sent a plaintext
 # greeting). Only these allow tls_if_available to fall back; a TLS server that fails the
@@ -248,17 +251,20 @@ class Session:
             self.sock = None
 
     # -- line I/O -------------------------------------------------------------------------
-    def read_line(self, stage):
-        """One line without its line ending, decoded leniently (servers send any bytes)."""
+    def read_line(self, stage, record=True):
+        """One line without its line ending, decoded leniently (servers send any bytes), cut
+        at MAX_LINE. record=False keeps it out of the transcript (mail content)."""
         while True:
             end = self._buffer.find(b'\n')
             if end >= 0:
                 raw, self._buffer = self._buffer[:end], self._buffer[end + 1:]
-                line = raw.rstrip(b'\r').decode('utf-8', 'replace')
-                self.note('S: ' + line)
+                line = raw[:MAX_LINE].rstrip(b'\r').decode('utf-8', 'replace')
+                if record:
+                    self.note('S: ' + line)
                 return line
             if len(self._buffer) > MAX_LINE:
-                raise self.error(stage, 'server sent a line longer than %d bytes' % MAX_LINE)
+                # Keep the start of an over-long line and drop the rest as it arrives.
+                self._buffer = self._buffer[:MAX_LINE]
             try:
                 self.sock.settimeout(self._remaining(stage))
                 chunk = self.sock.recv(65536)
@@ -336,13 +342,17 @@ def validate_endpoint(params):
     check_range('port', params.get('port'), 1, 65535)
 
 
+def endpoint_port(protocol, params):
+    """The port option, or the protocol's default for the tls_mode."""
+    implicit_port, plain_port = DEFAULT_PORTS[protocol]
+    return params.get('port') or (implicit_port if params['tls_mode'] in IMPLICIT_TLS_MODES else plain_port)
+
+
 def new_session(protocol, params, transcript=None):
     """A Session for the endpoint options (host, port, tls_mode, timeout, validate_certs,
-    ca_path, password); the port defaults by protocol and tls_mode."""
-    implicit_port, plain_port = DEFAULT_PORTS[protocol]
-    port = params.get('port') or (implicit_port if params['tls_mode'] in IMPLICIT_TLS_MODES else plain_port)
+    ca_path, password)."""
     context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
-    return Session(protocol, params['host'], port, params.get('timeout') or 60, context,
+    return Session(protocol, params['host'], endpoint_port(protocol, params), params.get('timeout') or 60, context,
                    secrets=[params.get('password')], transcript=transcript)
 
 

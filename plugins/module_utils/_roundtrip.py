@@ -7,18 +7,21 @@ that mail is there, delete it and only it."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import re
 import time
 import uuid
 from email.parser import HeaderParser
+from email.utils import parsedate_to_datetime
 
 from ansible_collections.mailops.health.plugins.module_utils import _pop3, _smtp
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    ProbeError, check_no_line_breaks, check_range, endpoint_label, ms_since, probe, validate_endpoint,
+    ProbeError, check_no_line_breaks, check_range, endpoint_label, endpoint_port, ms_since, probe, validate_endpoint,
 )
 
 TOKEN_HEADER = 'X-Mailops-Roundtrip'
 SUBJECT_MARK = 'mailops.health round trip'
 FIRST_CHECK_DELAY = 0.05
+_TOKEN = re.compile(r'^[0-9a-f]{32}$')
 _SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth')
 
 
@@ -30,12 +33,27 @@ def side(params, prefix, extra=()):
     return one
 
 
-def is_ours(header_lines, token):
-    """A mail is ours only when its token header holds exactly our token and its subject
-    carries it too; copies of our prefix or forged headers never match."""
-    headers = HeaderParser().parsestr('\r\n'.join(header_lines) + '\r\n\r\n')
+def parse_headers(lines):
+    return HeaderParser().parsestr('\r\n'.join(lines) + '\r\n\r\n')
+
+
+def token_of(headers):
+    """The token of a mail this module sent, or None: exactly one token header holding a
+    well-formed token, repeated in the subject after our mark. Copies of our prefix, forged or
+    malformed headers never qualify."""
     values = [str(v).strip() for v in headers.get_all(TOKEN_HEADER) or ()]
-    return values == [token] and token in str(headers.get('Subject', ''))
+    if len(values) != 1 or not _TOKEN.match(values[0]):
+        return None
+    subject = str(headers.get('Subject', ''))
+    return values[0] if '%s %s' % (SUBJECT_MARK, values[0]) in subject else None
+
+
+def sent_before(headers, moment):
+    """Whether the Date header lies before moment (epoch seconds); unknown dates never do."""
+    try:
+        return parsedate_to_datetime(str(headers.get('Date', ''))).timestamp() < moment
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
 
 
 def poll_delays(interval):
@@ -45,6 +63,17 @@ def poll_delays(interval):
     while True:
         yield delay
         delay = min(delay * 2, interval)
+
+
+def ticks(deadline, interval, immediately=False):
+    """Sleep through the adaptive schedule, yielding at each check, while the deadline allows."""
+    if immediately:
+        yield
+    for delay in poll_delays(interval):
+        if time.monotonic() + delay > deadline:
+            return
+        time.sleep(delay)
+        yield
 
 
 def validate(params):
@@ -64,49 +93,68 @@ class Mailbox:
         self.warnings = warnings
         self.transcript = transcript
         self.seen = set()
+        self.locked = 0
 
-    def visit(self, token=None):
-        """One POP3 session. With a token: look for it among new messages, delete it when found.
-        Returns (found, facts)."""
+    def new_messages(self, client):
+        """(number, uid) of the messages not looked at yet, newest first."""
+        uids = client.listing('UIDL', 'search')
+        if uids is None:
+            # No UIDL: every message is new to us in every session (LIST numbers only).
+            return [(n, None) for n in sorted(client.listing('LIST', 'search') or {}, reverse=True)]
+        return [(n, uid) for n, uid in sorted(uids.items(), reverse=True) if uid not in self.seen]
+
+    def visit(self, timeout, token=None, stale_before=None):
+        """One POP3 session: delete the mails carrying token and, with stale_before, earlier
+        probes' mails dated before it; remember every other message as seen."""
         start = time.monotonic()
-        client, facts = _pop3.open_session(self.params, self.warnings, self.transcript)
-        found = False
+        client, facts = _pop3.open_session(dict(self.params, timeout=timeout), self.warnings, self.transcript)
+        ours, stale = [], []
         try:
-            uids = client.listing('UIDL', 'search')
-            if uids is None:
-                # No UIDL: every message is new to us in every session (LIST numbers only).
-                numbers = sorted(client.listing('LIST', 'search') or {}, reverse=True)
-                candidates = [(n, None) for n in numbers]
-            else:
-                candidates = [(n, uid) for n, uid in sorted(uids.items(), reverse=True) if uid not in self.seen]
-            for number, uid in candidates:
-                if token is None:
-                    self.seen.add(uid)
-                    continue
-                if is_ours(client.headers(number), token):
-                    facts['seen_ms_monotonic'] = time.monotonic()
-                    client.delete(number)
-                    found = True
-                    break
-                if uid is not None:
-                    self.seen.add(uid)
+            for number, uid in self.new_messages(client):
+                if token is not None or stale_before is not None:
+                    headers = parse_headers(client.headers(number))
+                    found = token_of(headers)
+                    if found is not None and found == token:
+                        facts.setdefault('seen_at', time.monotonic())
+                        ours.append(number)
+                        continue
+                    if found is not None and stale_before is not None and sent_before(headers, stale_before):
+                        stale.append(number)
+                        continue
+                self.seen.add(uid)
+            for number in ours + stale:
+                client.delete(number)
             try:
                 client.quit()
             except ProbeError as e:
-                if found:
+                if ours or stale:
                     raise ProbeError('quit', '%s; the deletion was not committed and the mail stays in the mailbox'
                                      % e.message)
                 raise
         finally:
             client.session.close()
+        facts['copies'] = len(ours)
+        facts['stale_deleted'] = len(stale)
         facts['response_time_ms'] = ms_since(start)
-        return found, facts
+        return facts
+
+    def check(self, deadline, **kwargs):
+        """visit() within the deadline; None when another session holds the mailbox lock, which
+        is worth another try rather than a failure."""
+        timeout = max(1, min(self.params['timeout'] or 60, deadline - time.monotonic()))
+        try:
+            return on_side('pop3', self.visit, timeout, **kwargs)
+        except ProbeError as e:
+            if e.stage == 'login' and _pop3.is_locked(e.message):
+                self.locked += 1
+                return None
+            raise
 
 
-def on_side(name, call, *args):
+def on_side(name, call, *args, **kwargs):
     """Run one side's step; what it measured before failing goes under its name."""
     try:
-        return call(*args)
+        return call(*args, **kwargs)
     except ProbeError as e:
         e.result = {name: e.result}
         raise
@@ -129,17 +177,32 @@ def mail_roundtrip(params, check_mode=False):
         headers={TOKEN_HEADER: token})
     max_trip_time = params.get('max_trip_time') or 30
     interval = params.get('connection_interval') or 5
+    cleanup_stale = params.get('cleanup_stale', False)
 
     def body(warnings, transcript):
-        result = {'token': token, 'message_id': None, 'attempts': 0, 'trip_time_ms': None}
+        result = {'token': token, 'message_id': None, 'attempts': 0, 'trip_time_ms': None, 'stale_deleted': 0,
+                  'changed': False}
         mailbox = Mailbox(pop3_params, warnings, transcript)
+        pop3_label = endpoint_label('pop3', pop3_params['host'], endpoint_port('pop3', pop3_params))
         try:
             # A first POP3 session before anything is sent: it proves the login works (so a bad
-            # POP3 password never leaves a mail behind) and records which messages are not ours.
-            _found, result['pop3'] = on_side('pop3', mailbox.visit)
+            # POP3 password never leaves a mail behind), records which messages are not ours and,
+            # with cleanup_stale, removes what earlier runs left behind.
+            stale_before = time.time() - max_trip_time if cleanup_stale and not check_mode else None
+            deadline = time.monotonic() + max_trip_time
+            for _tick in ticks(deadline, interval, immediately=True):
+                facts = mailbox.check(deadline, stale_before=stale_before)
+                if facts is not None:
+                    break
+            else:
+                raise ProbeError('login', '%s: the mailbox stayed locked by another session for max_trip_time %s s'
+                                 % (pop3_label, max_trip_time))
+            result['pop3'] = facts
+            result['stale_deleted'] = facts.pop('stale_deleted')
+            result['changed'] = result['stale_deleted'] > 0
             if check_mode:
                 result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, warnings, transcript)
-                result['total_ms'] = round(result['smtp']['response_time_ms'] + result['pop3']['response_time_ms'], 1)
+                result['total_ms'] = round(result['smtp']['response_time_ms'] + facts['response_time_ms'], 1)
                 result['sent'] = False
                 return result
             result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, warnings, transcript,
@@ -147,25 +210,23 @@ def mail_roundtrip(params, check_mode=False):
             sent_at = time.monotonic()
             result['message_id'] = message_id
             result['sent'] = True
-            deadline = sent_at + max_trip_time
-            for delay in poll_delays(interval):
-                if time.monotonic() + delay > deadline:
-                    break
-                time.sleep(delay)
-                remaining = deadline - time.monotonic()
-                mailbox.params = dict(pop3_params, timeout=max(1, min(pop3_params['timeout'] or 60, remaining)))
+            for _tick in ticks(sent_at + max_trip_time, interval):
                 result['attempts'] += 1
-                found, facts = on_side('pop3', mailbox.visit, token)
-                if found:
+                facts = mailbox.check(sent_at + max_trip_time, token=token)
+                if facts is not None and facts['copies']:
+                    if facts['copies'] > 1:
+                        warnings.append('%s: the test mail arrived %d times; every copy was deleted'
+                                        % (pop3_label, facts['copies']))
+                    facts.pop('stale_deleted')
                     result['pop3'] = facts
-                    result['trip_time_ms'] = round((facts.pop('seen_ms_monotonic') - sent_at) * 1000.0, 1)
+                    result['trip_time_ms'] = round((facts.pop('seen_at') - sent_at) * 1000.0, 1)
                     result['total_ms'] = round(result['smtp']['response_time_ms'] + facts['response_time_ms'], 1)
                     result['deleted'] = True
                     return result
+            locked = '; the mailbox was locked by another session in %d of them' % mailbox.locked if mailbox.locked else ''
             raise ProbeError('timeout', '%s: the mail with token %s did not arrive within max_trip_time %s s '
-                             '(%d mailbox checks); it stays in the mailbox if it arrives later'
-                             % (endpoint_label('pop3', pop3_params['host'], result['pop3']['port']), token,
-                                max_trip_time, result['attempts']))
+                             '(%d mailbox checks%s); it stays in the mailbox if it arrives later'
+                             % (pop3_label, token, max_trip_time, result['attempts'], locked))
         except ProbeError as e:
             e.result = dict(result, **e.result)
             raise

@@ -24,4 +24,5 @@ def run(module, core, *args):
                          status='down', exception=traceback.format_exc())
     for warning in result.pop('warnings', []):
         module.warn(warning)
-    module.exit_json(changed=False, **result)
+    result.setdefault('changed', False)
+    module.exit_json(**result)

@@ -19,7 +19,11 @@ description:
     full mailbox costs little. Without UIDL every message is looked at; without TOP the message is read with RETR.
   - Checks come quickly at first (after 50 ms, doubling) and then every O(connection_interval) seconds.
   - When the mail has not arrived after O(max_trip_time) seconds the module fails at stage C(timeout); the mail then
-    stays in the mailbox.
+    stays in the mailbox, and O(cleanup_stale) removes it on a later run.
+  - A mailbox locked by another POP3 session (C(-ERR [IN-USE])) is tried again on the same schedule until
+    O(max_trip_time); several probes can share one mailbox.
+  - A probe deletes only mail it sent itself. If the test mail arrives more than once, every copy is deleted and a
+    warning says so.
 author:
   - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
@@ -27,8 +31,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     description:
-      - In check mode the module connects and logs in on both sides and sends nothing.
-      - It always reports C(changed=false), also when a mail was sent, because the mailbox is left as it was found.
+      - In check mode the module connects and logs in on both sides, sends nothing and deletes nothing.
+      - It reports C(changed=false) after a round trip, because the mailbox is left as it was found; only
+        O(cleanup_stale) deleting leftovers of earlier runs reports C(changed=true).
     support: full
   diff_mode:
     description: Returns no diff.
@@ -110,6 +115,15 @@ options:
     description: Seconds after the mail was accepted before the module gives up at stage C(timeout), 1 to 3600.
     type: int
     default: 30
+  cleanup_stale:
+    description:
+      - Before sending, delete the test mails earlier runs left behind (a run that timed out or was killed).
+      - Only mails with this module's C(X-Mailops-Roundtrip) header holding a well-formed token that is repeated in
+        the subject, and dated more than O(max_trip_time) seconds ago, are deleted; a probe running at the same time
+        keeps its mail.
+      - This reads the headers of every message in the mailbox once.
+    type: bool
+    default: false
 seealso:
   - module: mailops.health.smtp_check
   - module: mailops.health.pop3_check
@@ -166,6 +180,11 @@ deleted:
   returned: success, not in check mode
   type: bool
   sample: true
+stale_deleted:
+  description: How many leftovers of earlier runs O(cleanup_stale) deleted.
+  returned: always
+  type: int
+  sample: 0
 smtp:
   description: The SMTP session, with the keys M(mailops.health.smtp_check) returns (C(response_time_ms),
     C(tls), C(banner), C(queue_id), ...).
@@ -174,7 +193,8 @@ smtp:
   sample: {"response_time_ms": 21.4, "queue_id": "4XyZ1234", "tls": {"established": true, "version": "TLSv1.3"}}
 pop3:
   description: The POP3 session that found and deleted the mail (the first login in check mode), with the keys
-    M(mailops.health.pop3_check) returns, among them C(response_time_ms).
+    M(mailops.health.pop3_check) returns, among them C(response_time_ms), and C(copies), how many copies of the test
+    mail it found and deleted.
   returned: always
   type: dict
   sample: {"response_time_ms": 9.8, "apop_supported": true, "tls": {"established": true, "version": "TLSv1.3"}}
@@ -231,6 +251,7 @@ def main():
         subject_prefix=dict(type='str', default=''),
         connection_interval=dict(type='float', default=5),
         max_trip_time=dict(type='int', default=30),
+        cleanup_stale=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=spec, required_if=smtp_required, supports_check_mode=True)
     run(module, mail_roundtrip, module.check_mode)
