@@ -9,7 +9,8 @@
 Every listener (see variants.VARIANTS) runs on one daemon thread with its
 own asyncio event loop, bound to an ephemeral port on a loopback address.
 TLS material is minted per start (certs.LabCerts); ``ca_path`` is the CA a
-client should trust.
+client should trust.  ``faults={variant: ["dele_err", "slow_banner:2"]}``
+makes listeners misbehave on purpose (see faults.FAULTS).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from . import faults as _faults
 from .certs import LabCerts
+from .faults import FAULTS, FaultSpecs
 from .pop3 import Pop3Listener
 from .smtp import SmtpListener
 from .store import MailStore, Message, UnknownMailbox
@@ -33,6 +37,7 @@ from .variants import VARIANTS, Hook, Hooks, Variant
 __all__ = [
     "DEFAULT_ACCOUNTS",
     "EmbeddedLab",
+    "FAULTS",
     "Hook",
     "MailStore",
     "Message",
@@ -75,13 +80,17 @@ class EmbeddedLab:
     """Context manager running every lab listener on a background loop.
 
     ``hooks`` maps a variant name to {COMMAND: hook} (see variants.Hook); it
-    is the extension point for fault injection.
+    is the extension point for fault injection.  ``faults`` maps a variant
+    name to a list of named faults (see faults.FAULTS), e.g.
+    ``{"pop3": ["dele_err"]}``; on a command the user's hook runs before the
+    fault's.  Unknown or unfitting faults raise ValueError here.
     """
 
     def __init__(self, host: str = "127.0.0.1",
                  accounts: Optional[Mapping[str, str]] = None,
                  domain: str = "lab.test", *,
-                 hooks: Optional[Mapping[str, Hooks]] = None) -> None:
+                 hooks: Optional[Mapping[str, Hooks]] = None,
+                 faults: Optional[FaultSpecs] = None) -> None:
         self.host = _loopback(host)
         self.domain = domain
         self.store = MailStore(DEFAULT_ACCOUNTS if accounts is None
@@ -90,6 +99,8 @@ class EmbeddedLab:
         unknown = set(self.hooks) - {v.name for v in VARIANTS}
         if unknown:
             raise ValueError(f"hooks for unknown variants: {sorted(unknown)}")
+        self.faults = _faults.validate(faults)
+        self._started = 0.0  # time.monotonic() of the last start()
         self.ports: dict[str, int] = {}
         self.certs: Optional[LabCerts] = None
         self._tmpdir: Optional[Path] = None
@@ -124,6 +135,8 @@ class EmbeddedLab:
             "domain": self.domain,
             "ca_path": self.ca_path,
             "ports": dict(self.ports),
+            "faults": {name: list(specs)
+                       for name, specs in self.faults.items()},
             "accounts": [
                 {"username": user, "password": password,
                  "address": self.address(user)}
@@ -147,6 +160,7 @@ class EmbeddedLab:
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self._exception_handler)
         self._stopping = False
+        self._started = time.monotonic()
         self._loop = loop
         self._thread = threading.Thread(
             target=self._run_loop, args=(loop,), name="embedded-lab",
@@ -225,9 +239,15 @@ class EmbeddedLab:
         assert self.certs is not None
         for variant in VARIANTS:
             cls = SmtpListener if variant.protocol == "smtp" else Pop3Listener
+            hostname = f"mail.{self.domain}"
+            # Built per start: time-limited faults count from this start.
+            fault_hooks, tweaks = _faults.build(
+                variant, self.faults.get(variant.name, ()),
+                hostname=hostname, started=self._started)
+            hooks = _faults.compose(self.hooks.get(variant.name, {}),
+                                    fault_hooks)
             listener = cls(variant, store=self.store, certs=self.certs,
-                           hooks=self.hooks.get(variant.name),
-                           hostname=f"mail.{self.domain}")
+                           hooks=hooks, hostname=hostname, tweaks=tweaks)
             self._listeners.append(listener)
             await listener.start(self.host)
         ports = {}

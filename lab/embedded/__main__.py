@@ -1,9 +1,12 @@
 """Run the embedded lab until SIGTERM or SIGINT.
 
     python -m lab.embedded [--host 127.0.0.1] [--describe-file PATH]
+                           [--fault VARIANT=FAULT ...] [--list-faults]
 
 The first stdout line is describe() as one line of JSON (what a wrapper
-parses); one human-readable line per listener follows.
+parses); one human-readable line per listener follows.  ``--fault
+pop3=dele_err`` (repeatable) makes a listener misbehave on purpose;
+``--list-faults`` prints the catalogue and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from types import FrameType
 from typing import Optional
 
 from . import EmbeddedLab
+from .faults import FAULTS
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -35,7 +39,25 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--describe-file", type=Path,
                         help="also write the describe() JSON here")
+    parser.add_argument("--fault", action="append", default=[],
+                        metavar="VARIANT=FAULT",
+                        help="inject a named fault into a listener, e.g. "
+                             "pop3=dele_err or smtp=slow_banner:2 "
+                             "(repeatable; see --list-faults)")
+    parser.add_argument("--list-faults", action="store_true",
+                        help="print the fault catalogue and exit")
     args = parser.parse_args(argv)
+
+    if args.list_faults:
+        for name, (protocol, description) in FAULTS.items():
+            print(f"{name:<17} {protocol:<5} {description}")
+        return 0
+    faults: dict[str, list[str]] = {}
+    for item in args.fault:
+        variant, sep, fault = item.partition("=")
+        if not sep or not variant.strip() or not fault.strip():
+            parser.error(f"--fault wants VARIANT=FAULT, not {item!r}")
+        faults.setdefault(variant.strip(), []).append(fault.strip())
 
     stop = threading.Event()
 
@@ -48,7 +70,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     try:
-        lab = EmbeddedLab(host=args.host)
+        lab = EmbeddedLab(host=args.host, faults=faults)
     except ValueError as exc:
         parser.error(str(exc))
     with lab:
@@ -59,7 +81,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(text)
         host = f"[{lab.host}]" if ":" in lab.host else lab.host
         for name, port in lab.ports.items():
-            print(f"{name:<16} {host}:{port}")
+            injected = lab.faults.get(name)
+            suffix = f"  faults: {' '.join(injected)}" if injected else ""
+            print(f"{name:<16} {host}:{port}{suffix}")
         print(f"CA: {lab.ca_path}", flush=True)
         # Event.wait() with a timeout keeps the main thread responsive to
         # signals on every platform.

@@ -22,7 +22,7 @@ from typing import Awaitable, Callable, Iterable, Optional
 
 from .certs import LabCerts
 from .store import MailStore, Message
-from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hooks, Variant
+from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hooks, Tweaks, Variant
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,10 @@ class Pop3Session:
         try:
             hook = self.listener.hooks.get("CONNECT")
             if hook is None or not await hook(self, None):
-                await self.push(self._greeting())
+                greeting = self._greeting()
+                hook = self.listener.hooks.get("GREETING")
+                if hook is None or not await hook(self, greeting):
+                    await self.push(greeting)
             while not self._closing:
                 line = await self._read_line()
                 if line is None:
@@ -232,6 +235,9 @@ class Pop3Session:
         if not ok:
             await self.push("-ERR [AUTH] invalid user name or password")
             return
+        hook = self.listener.hooks.get("LOGIN")
+        if hook is not None and await hook(self, user):
+            return  # refused by the hook, still in AUTHORIZATION
         if not self.store.try_lock(user):
             await self.push("-ERR [IN-USE] mailbox locked, try again later")
             return
@@ -248,6 +254,8 @@ class Pop3Session:
         if self._stls_available():
             caps.append("STLS")
         caps.append(f"IMPLEMENTATION {IMPLEMENTATION}")
+        hidden = self.listener.tweaks.capa_hidden
+        caps = [c for c in caps if c.split()[0] not in hidden]
         await self.push_multiline("+OK capability list follows",
                                   (c.encode() for c in caps))
 
@@ -411,10 +419,12 @@ class Pop3Listener:
 
     def __init__(self, variant: Variant, *, store: MailStore,
                  certs: LabCerts, hooks: Optional[Hooks] = None,
-                 hostname: Optional[str] = None) -> None:
+                 hostname: Optional[str] = None,
+                 tweaks: Optional[Tweaks] = None) -> None:
         self.variant = variant
         self.store = store
         self.hooks = dict(hooks or {})
+        self.tweaks = tweaks or Tweaks()
         self.hostname = hostname or socket.gethostname()
         self.tls_context: Optional[ssl.SSLContext] = (
             certs.server_context(variant.cert)

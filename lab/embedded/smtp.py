@@ -29,7 +29,7 @@ from aiosmtpd.smtp import (
 
 from .certs import LabCerts
 from .store import MailStore
-from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hook, Hooks, Variant
+from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hook, Hooks, Tweaks, Variant
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,32 @@ IDENT = "ESMTP mailops embedded lab"
 
 
 class LabHandler:
-    """aiosmtpd handler: recipient checks, delivery, AUTH checks."""
+    """aiosmtpd handler: recipient checks, delivery, AUTH checks.
 
-    def __init__(self, store: MailStore) -> None:
+    ``tweaks`` (see variants.Tweaks) bends the EHLO reply, AUTH verdicts,
+    the reply to the end of DATA and delivery, for fault injection.
+    """
+
+    def __init__(self, store: MailStore,
+                 tweaks: Optional[Tweaks] = None) -> None:
         self.store = store
+        self.tweaks = tweaks or Tweaks()
         self._queue_ids = itertools.count(1)
+        # Deliveries waiting for deliver_delay; cancelled when the lab stops.
+        self.late: set[asyncio.TimerHandle] = set()
+
+    async def handle_EHLO(self, server: SMTP, session: Session,
+                          envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        # With this (5-argument) hook aiosmtpd leaves recording the client's
+        # name to us and lets us reorder the reply lines.
+        session.host_name = hostname
+        if self.tweaks.starttls_last and "250-STARTTLS" in responses:
+            lines = [r[4:] for r in responses if r != "250-STARTTLS"]
+            lines.append("STARTTLS")
+            responses = [f"250-{text}" for text in lines[:-1]]
+            responses.append(f"250 {lines[-1]}")
+        return responses
 
     async def handle_RCPT(self, server: SMTP, session: Session,
                           envelope: Envelope, address: str,
@@ -57,11 +78,25 @@ class LabHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session,
                           envelope: Envelope) -> str:
+        if self.tweaks.data_reply is not None:
+            return self.tweaks.data_reply  # and nothing is stored
         raw = envelope.original_content or b""
-        for rcpt in envelope.rcpt_tos:
-            self.store.deliver(rcpt, raw)
+        rcpts = list(envelope.rcpt_tos)
+        delay = self.tweaks.deliver_delay
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            # Forget the timers that already ran, keep the pending ones.
+            self.late = {h for h in self.late if h.when() > loop.time()}
+            self.late.add(loop.call_later(delay, self._deliver, rcpts, raw))
+        else:
+            self._deliver(rcpts, raw)
         queue_id = f"{next(self._queue_ids):010X}"
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def _deliver(self, rcpts: list[str], raw: bytes) -> None:
+        for rcpt in rcpts:
+            for _copy in range(self.tweaks.copies):
+                self.store.deliver(rcpt, raw)
 
     async def handle_exception(self, error: Exception) -> str:
         # Called by aiosmtpd inside its ``except`` block.  A client that
@@ -77,7 +112,7 @@ class LabHandler:
                      envelope: Envelope, mechanism: str,
                      auth_data: Any) -> AuthResult:
         """aiosmtpd authenticator, used by the built-in PLAIN and LOGIN."""
-        if not isinstance(auth_data, LoginPassword):
+        if self.tweaks.auth_fails or not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
@@ -106,7 +141,7 @@ class LabHandler:
         login, _sep, digest = response.rpartition(b" ")
         user = login.decode("utf-8", "replace")
         password = self.store.password(user)
-        if password is None:
+        if password is None or self.tweaks.auth_fails:
             return AuthResult(success=False, handled=False)
         expected = hmac.new(password.encode(), challenge, "md5").hexdigest()
         if hmac.compare_digest(expected.encode(), digest.lower()):
@@ -136,7 +171,8 @@ class LabSMTP(SMTP):
 
     aiosmtpd's own ``handle_*`` hooks cannot veto every command (STARTTLS,
     for one) nor the greeting, so hooks wrap the command table aiosmtpd
-    dispatches from, and "CONNECT" runs before the greeting.
+    dispatches from, "CONNECT" runs before the greeting and "GREETING"
+    may replace it.
     """
 
     def __init__(self, handler: LabHandler, *, hooks: Hooks,
@@ -144,8 +180,10 @@ class LabSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._lab_hooks = dict(hooks)
         self._listener = listener
+        # Set just before aiosmtpd sends the greeting: the next push is it.
+        self._lab_greeting_next = False
         for command, hook in self._lab_hooks.items():
-            if command != "CONNECT":
+            if command not in ("CONNECT", "GREETING"):
                 # _smtp_methods is aiosmtpd's {COMMAND: bound method} table.
                 self._smtp_methods[command] = self._hooked(
                     hook, self._smtp_methods.get(command))
@@ -163,11 +201,54 @@ class LabSMTP(SMTP):
     def _create_session(self) -> Session:
         return LabSession(self.loop)
 
+    # -- the connection interface hooks rely on (shared with POP3) ----------
+
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        """The client's bytes (after STARTTLS: decrypted)."""
+        return self._reader
+
+    async def push(self, status: Any) -> None:
+        if self._lab_greeting_next:
+            self._lab_greeting_next = False
+            hook = self._lab_hooks.get("GREETING")
+            if hook is not None:
+                line = (status if isinstance(status, str)
+                        else bytes(status).decode("utf-8", "replace"))
+                if await hook(self, line):
+                    return
+        await super().push(status)
+
+    async def push_bytes(self, data: bytes) -> None:
+        """Send raw bytes (no CRLF added)."""
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def close(self) -> None:
+        """End the connection once what was pushed is sent."""
+        if self.transport is not None:
+            self.transport.close()
+
     async def _handle_client(self) -> None:
-        hook = self._lab_hooks.get("CONNECT")
-        if hook is not None and await hook(self, None):
-            return
-        await super()._handle_client()
+        try:
+            hook = self._lab_hooks.get("CONNECT")
+            if hook is not None and await hook(self, None):
+                return
+            self._lab_greeting_next = True
+            await super()._handle_client()
+        except asyncio.CancelledError:
+            # aiosmtpd cancels this task on EOF and on a lost connection; a
+            # hook may have been waiting (a silent greeting, say), so the
+            # connection is ended here too, not left half-open.
+            self.close()
+            raise
+        except OSError as exc:
+            # A reset while a hook writes (or aiosmtpd's own re-raised
+            # ConnectionResetError): the client's business, and nobody
+            # awaits this task, so it must not end with an exception.
+            log.debug("SMTP %s session ended: %r",
+                      self._listener.variant.name, exc)
+            self.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again after STARTTLS with the TLS transport; a set copes.
@@ -184,11 +265,12 @@ class SmtpListener:
 
     def __init__(self, variant: Variant, *, store: MailStore,
                  certs: LabCerts, hooks: Optional[Hooks] = None,
-                 hostname: str = "localhost") -> None:
+                 hostname: str = "localhost",
+                 tweaks: Optional[Tweaks] = None) -> None:
         self.variant = variant
         self.hooks = dict(hooks or {})
         self.hostname = hostname
-        self.handler = LabHandler(store)
+        self.handler = LabHandler(store, tweaks)
         self.connections: set[LabSMTP] = set()
         self.port: Optional[int] = None
         self._server: Optional[asyncio.AbstractServer] = None
@@ -225,6 +307,9 @@ class SmtpListener:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
+        for handle in list(self.handler.late):
+            handle.cancel()  # a stopped lab delivers nothing more
+        self.handler.late.clear()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

@@ -126,10 +126,12 @@ class SmtpClient:
         code, lines = self.reply('helo')
         if code == 250:
             self.features = [l.strip() for l in lines[1:] if l.strip()]
-        else:
+        elif code in (500, 502):
             # A server without ESMTP: HELO still proves the dialogue works.
             self.command('helo', 'HELO ' + name, (250,), 'HELO')
             self.features = []
+        else:
+            raise self.session.error('helo', 'EHLO refused (%d %s)' % (code, ' '.join(lines)))
         self.auth_mechanisms = []
         for feature in self.features:
             keyword, _sep, args = feature.replace('=', ' ', 1).partition(' ')

@@ -26,8 +26,9 @@ from .helpers import SENDER, message, wait_until
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_PORTS = {
     "smtp", "smtp_tls", "smtp_plain", "smtp_badcert", "smtp_wrongname",
+    "smtp_expired", "smtp_selfsigned",
     "pop3", "pop3_tls", "pop3_plain", "pop3_noapop", "pop3_badcert",
-    "pop3_wrongname",
+    "pop3_wrongname", "pop3_expired", "pop3_selfsigned",
 }
 
 

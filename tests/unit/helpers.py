@@ -1,4 +1,10 @@
-"""Option builders for the core functions, pointed at the embedded lab."""
+"""Option builders for the core functions, pointed at the embedded lab, and a driver for the
+modules' main()."""
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
 
 
 def common(lab, **extra):
@@ -32,3 +38,16 @@ def roundtrip_params(lab, smtp_variant='smtp', pop3_variant='pop3', user='bob', 
                     subject_prefix='[health]', connection_interval=0.5, max_trip_time=10)
     params.update(extra)
     return params
+
+
+def run_module(capsys, module, args, check_mode=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    result['_rc'] = exit_info.value.code
+    result['_raw'] = out
+    return result

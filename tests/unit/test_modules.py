@@ -3,23 +3,9 @@ result a playbook sees, the failure shape (msg + stage), no secret anywhere in t
 
 import json
 
-import pytest
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.mailops.health.plugins.modules import mail_roundtrip, pop3_check, smtp_check
 
-
-def run_module(capsys, module, args, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exit_info:
-            module.main()
-    out = capsys.readouterr().out
-    result = json.loads(out)
-    result['_rc'] = exit_info.value.code
-    result['_raw'] = out
-    return result
+from .helpers import run_module
 
 
 def test_smtp_check_success(lab, capsys):

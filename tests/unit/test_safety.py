@@ -1,11 +1,19 @@
 """Nothing lost: a probe deletes only its own mail, also when many probes share one mailbox full
 of look-alikes, and cleanup_stale removes only earlier probes' leftovers."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from email.utils import formatdate
 
 import pytest
+
+from lab.embedded import EmbeddedLab
 
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import (
     SUBJECT_MARK, TOKEN_HEADER, mail_roundtrip,
@@ -16,7 +24,6 @@ from .helpers import roundtrip_params
 
 def probe_mail(token, age_seconds, prefix='[health]', header_token=None):
     """A mail shaped like one a probe sent age_seconds ago."""
-    import time
     return ('From: monitor@lab.test\r\nTo: bob@lab.test\r\nSubject: %s %s %s\r\nDate: %s\r\n%s: %s\r\n\r\nbody\r\n'
             % (prefix, SUBJECT_MARK, token, formatdate(time.time() - age_seconds, usegmt=True), TOKEN_HEADER,
                header_token or token)).encode()
@@ -30,8 +37,9 @@ LOOK_ALIKES = [
     probe_mail('0123456789abcdef0123456789abcdef', 0, header_token='fedcba9876543210fedcba9876543210'),
     # Malformed token headers.
     probe_mail('not-a-token', 0),
-    ('Subject: %s %s\r\n%s: %s\r\n%s: %s\r\n\r\nx\r\n' % (SUBJECT_MARK, 'a' * 32, TOKEN_HEADER, 'a' * 32,
-                                                         TOKEN_HEADER, 'a' * 32)).encode(),
+    # Two token headers.
+    ('Subject: %s %s\r\n%s: %s\r\n%s: %s\r\n\r\nx\r\n'
+     % (SUBJECT_MARK, 'a' * 32, TOKEN_HEADER, 'a' * 32, TOKEN_HEADER, 'a' * 32)).encode(),
     b'Subject: bad bytes \xff\xfe\xfa\r\nX-Mailops-Roundtrip: \xff\xfe\r\n\r\nx\r\n',
     # Oversized and non-UTF-8 headers.
     b'Subject: huge\r\nX-Huge: ' + b'A' * 200000 + b'\r\n\r\nx\r\n',
@@ -101,3 +109,29 @@ def test_hostile_foreign_headers_do_not_break_the_probe(lab, raw):
     result = mail_roundtrip(roundtrip_params(lab, cleanup_stale=True))
     assert result['deleted'] is True
     assert len(lab.store.messages('bob')) == 1
+
+
+def test_a_killed_run_leaves_a_mail_the_next_run_removes(tmp_path):
+    """A probe killed after sending cannot delete its mail; the next run with cleanup_stale does."""
+    with EmbeddedLab(faults={'smtp': ['deliver_late:2']}) as lab:
+        params = roundtrip_params(lab, max_trip_time=5, transcript=False)
+        (tmp_path / 'params.json').write_text(json.dumps(params))
+        script = ('import json, sys; from ansible_collections.mailops.health.plugins.module_utils._roundtrip '
+                  'import mail_roundtrip; mail_roundtrip(json.load(open(sys.argv[1])))')
+        probe = subprocess.Popen([sys.executable, '-c', script, str(tmp_path / 'params.json')],
+                                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        # The lab accepts the mail at once and puts it in the mailbox 2 s later; the probe is
+        # killed in between, while it waits for its mail.
+        time.sleep(1.2)
+        assert probe.poll() is None, 'the probe ended before it was killed'
+        probe.send_signal(signal.SIGKILL)
+        probe.wait(10)
+        deadline = time.monotonic() + 10
+        while not lab.store.messages('bob') and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leftover = lab.store.messages('bob')
+        assert len(leftover) == 1
+        time.sleep(1.5)  # the leftover is now older than the next run's max_trip_time
+        result = mail_roundtrip(roundtrip_params(lab, max_trip_time=3, cleanup_stale=True))
+        assert result['stale_deleted'] == 1
+        assert lab.store.messages('bob') == []
