@@ -8,7 +8,8 @@
 #   make unit        every pytest suite under tests/ (core, modules, embedded lab, through Ansible)
 #   make lint        ansible-lint (production profile) on playbooks/ and roles/
 #   make changelog-lint
-#   make demo        the health gate playbook against the embedded lab
+#   make demo        the health gate playbook against the Docker lab if up, else the embedded lab
+#   make lab-up      start the Docker lab (Postfix + Dovecot); lab-down, lab-describe, lab-test
 #   make clean       remove build outputs (keeps the venv); distclean also removes the venv
 #
 # Variables (override on the command line, e.g. `make VENV=/tmp/venv-check test`):
@@ -41,7 +42,7 @@ GET_PIP_CACHE_DIR := $(HOME)/.ansible/test/cache
 GET_PIP_VERSIONS ?=
 
 
-.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo clean distclean
+.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test clean distclean
 
 help:
 	@sed -n '3,20p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
@@ -163,26 +164,49 @@ test: venv
 	@$(MAKE) --no-print-directory docs
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory sanity
-	@# ---- LEAD: add further steps here (e.g. lab end-to-end checks), one
-	@# ---- `@$(MAKE) --no-print-directory <target>` line per step.
+	@$(MAKE) --no-print-directory lab-test
 	@echo "==> test: all steps passed"
 
 # --------------------------------------------------------------------------
-# demo: the health gate (playbooks/health_gate.yml) against a lab. The embedded lab is
-# started in the background on free loopback ports, described to the playbook through
-# lab.playbook_vars, and stopped by its pid when the play ends (pass or fail).
+# demo: the health gate (playbooks/health_gate.yml) against a lab: the Docker lab (real
+# Postfix + Dovecot) when it is up (`make lab-up`), else the embedded lab, started in the
+# background on free loopback ports and stopped by its pid when the play ends.
 DEMO_DIR := $(BUILD_DIR)/demo
 demo: venv collection
-	@echo "==> demo: starting the embedded lab (Python SMTP + POP3 servers on 127.0.0.1)"
-	@mkdir -p "$(DEMO_DIR)"; rm -f "$(DEMO_DIR)/lab.json"
-	@"$(BIN)/python" -m lab.embedded --describe-file "$(DEMO_DIR)/lab.json" > "$(DEMO_DIR)/lab.log" 2>&1 & \
-	lab_pid=$$!; trap 'kill $$lab_pid 2>/dev/null; wait $$lab_pid 2>/dev/null || true' EXIT; \
-	for i in $$(seq 50); do [ -s "$(DEMO_DIR)/lab.json" ] && break; sleep 0.1; done; \
-	[ -s "$(DEMO_DIR)/lab.json" ] || { cat "$(DEMO_DIR)/lab.log"; echo "embedded lab did not start"; exit 1; }; \
+	@mkdir -p "$(DEMO_DIR)"; rm -f "$(DEMO_DIR)/lab.json"; lab_pid=; \
+	trap '[ -z "$$lab_pid" ] || { kill $$lab_pid 2>/dev/null; wait $$lab_pid 2>/dev/null; } || true' EXIT; \
+	if "$(BIN)/python" -m lab.docker status >/dev/null 2>&1; then \
+	  echo "==> demo: using the Docker lab (Postfix + Dovecot on 127.0.0.1)"; \
+	  "$(BIN)/python" -m lab.docker describe --json > "$(DEMO_DIR)/lab.json"; \
+	else \
+	  echo "==> demo: Docker lab not up (make lab-up starts it); starting the embedded lab (Python SMTP + POP3 on 127.0.0.1)"; \
+	  "$(BIN)/python" -m lab.embedded --describe-file "$(DEMO_DIR)/lab.json" > "$(DEMO_DIR)/lab.log" 2>&1 & lab_pid=$$!; \
+	  for i in $$(seq 50); do [ -s "$(DEMO_DIR)/lab.json" ] && break; sleep 0.1; done; \
+	  [ -s "$(DEMO_DIR)/lab.json" ] || { cat "$(DEMO_DIR)/lab.log"; echo "embedded lab did not start"; exit 1; }; \
+	fi; \
 	"$(BIN)/python" -m lab.playbook_vars "$(DEMO_DIR)/lab.json" > "$(DEMO_DIR)/vars.json"; \
 	echo "==> demo: ansible-playbook playbooks/health_gate.yml"; \
 	ANSIBLE_COLLECTIONS_PATH="$(COLLECTIONS_ROOT)" ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0 \
 	  "$(BIN)/ansible-playbook" playbooks/health_gate.yml -e "@$(DEMO_DIR)/vars.json"
+
+# The Docker lab: Postfix + Dovecot in two containers on loopback. `lab-up` installs docker.io
+# and starts a private dockerd when no engine is reachable (root on Debian), builds the Debian
+# base image with debootstrap when it cannot be pulled, and waits until every port answers.
+lab-up: venv
+	@echo "==> lab-up: Docker lab (cold: about 1 min; warm: a few seconds)"
+	"$(BIN)/python" -m lab.docker up
+
+lab-down: venv
+	"$(BIN)/python" -m lab.docker down
+
+lab-describe: venv
+	@"$(BIN)/python" -m lab.docker describe --json
+
+# lab-test: the Docker lab's own tests (testinfra and protocol checks). They reuse a lab that is
+# up, or bring one up and take it (and a private dockerd they started) down at the end.
+lab-test: venv
+	@echo "==> lab-test: Docker lab tests (brings the lab up if needed: about 1-2 min)"
+	"$(BIN)/python" -m pytest -q tests/lab
 
 # lint: ansible-lint (production profile) on the playbooks and roles, resolving our own
 # modules from the collection tree; --offline so it installs nothing.

@@ -1,0 +1,202 @@
+"""What the Docker lab is: ports, domain, accounts count, and where its state lives.
+
+Every value has a default and an environment override; the CLI adds flags on top.
+The same ``LAB_*`` variable names are read by ``lab/compose.yaml`` and by the
+containers' entrypoints, so a port moved with ``LAB_PORT_SMTP=2025`` moves the
+same way whichever front end starts the lab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Mapping, Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAB_DIR = REPO_ROOT / "lab"
+IMAGES_DIR = Path(__file__).resolve().parent / "images"
+
+# Ports, in the order describe lists them.  Key names of the main services
+# (smtp, submission, smtps, pop3, pop3s) are read by other modules: keep them.
+DEFAULT_PORTS: dict[str, int] = {
+    "smtp": 25,              # Postfix, STARTTLS offered, not required
+    "submission": 587,       # Postfix, STARTTLS and AUTH required
+    "smtps": 465,            # Postfix, implicit TLS, AUTH
+    "smtp_nostarttls": 2525,  # Postfix, no STARTTLS at all (negative case)
+    "smtp_badcert": 4465,    # Postfix, implicit TLS with a rogue-CA certificate
+    "pop3": 110,             # Dovecot, STLS offered
+    "pop3s": 995,            # Dovecot, implicit TLS
+    "pop3_nostls": 1110,     # Dovecot (second instance), no STLS
+    "pop3_badcert": 1995,    # Dovecot (third instance), implicit TLS, rogue CA
+    "imap": 143,             # Dovecot, STARTTLS offered
+    "imaps": 993,            # Dovecot, implicit TLS
+    "lmtp": 24,              # Dovecot LMTP: Postfix delivers here
+    "sasl": 12345,           # Dovecot auth listener: Postfix SMTP AUTH
+}
+
+# Which container serves each port (for status and the readiness wait).
+PORT_OWNER: dict[str, str] = {
+    "smtp": "mta", "submission": "mta", "smtps": "mta",
+    "smtp_nostarttls": "mta", "smtp_badcert": "mta",
+    "pop3": "mailbox", "pop3s": "mailbox", "pop3_nostls": "mailbox",
+    "pop3_badcert": "mailbox", "imap": "mailbox", "imaps": "mailbox",
+    "lmtp": "mailbox", "sasl": "mailbox",
+}
+
+# How a client talks on each port: (protocol, tls) with tls one of
+# "starttls" (offered), "required" (STARTTLS before MAIL), "implicit", "none",
+# "badcert" (implicit TLS, certificate not from the lab CA).
+PORT_KIND: dict[str, tuple[str, str]] = {
+    "smtp": ("smtp", "starttls"),
+    "submission": ("smtp", "required"),
+    "smtps": ("smtp", "implicit"),
+    "smtp_nostarttls": ("smtp", "none"),
+    "smtp_badcert": ("smtp", "badcert"),
+    "pop3": ("pop3", "starttls"),
+    "pop3s": ("pop3", "implicit"),
+    "pop3_nostls": ("pop3", "none"),
+    "pop3_badcert": ("pop3", "badcert"),
+    "imap": ("imap", "starttls"),
+    "imaps": ("imap", "implicit"),
+    "lmtp": ("lmtp", "none"),
+    "sasl": ("dovecot-auth", "none"),
+}
+
+CONTAINERS = ("mailbox", "mta")  # start order: LMTP and SASL first
+DEFAULT_DOMAIN = "lab.test"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_RT_ACCOUNTS = 20
+EXTRA_ACCOUNTS = ("shared", "alice", "bob")
+BASE_IMAGE = "debian:bookworm-slim"
+LABEL = "io.mailops.lab"
+
+
+def port_env_name(name: str) -> str:
+    return "LAB_PORT_" + name.upper()
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def ipv6_loopback_available() -> bool:
+    """True when ::1 exists here (the containers share this network namespace)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def state_dir(env: Optional[Mapping[str, str]] = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("LAB_STATE_DIR") or (LAB_DIR / ".state")).resolve()
+
+
+@dataclasses.dataclass
+class LabConfig:
+    ports: dict[str, int]
+    domain: str = DEFAULT_DOMAIN
+    host: str = DEFAULT_HOST
+    rt_accounts: int = DEFAULT_RT_ACCOUNTS
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    state: Path = dataclasses.field(default_factory=state_dir)
+
+    # -- construction --------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None,
+                 overrides: Optional[Mapping[str, int]] = None,
+                 offset: Optional[int] = None) -> "LabConfig":
+        """Defaults, then LAB_PORT_OFFSET / LAB_PORT_<NAME> / LAB_DOMAIN /
+        LAB_RT_ACCOUNTS / LAB_LISTEN_IPV6 from ``env``, then ``overrides``."""
+        env = os.environ if env is None else env
+        if offset is None:
+            offset = _env_int(env, "LAB_PORT_OFFSET", 0)
+        ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
+        for name in ports:
+            ports[name] = _env_int(env, port_env_name(name), ports[name])
+        for name, port in (overrides or {}).items():
+            if name not in ports:
+                raise ValueError(f"unknown port name {name!r}; known: {', '.join(ports)}")
+            ports[name] = int(port)
+        v6 = env.get("LAB_LISTEN_IPV6", "auto").strip().lower()
+        if v6 in ("", "auto"):
+            use_v6 = ipv6_loopback_available()
+        else:
+            use_v6 = v6 in ("1", "yes", "true", "on")
+        cfg = cls(
+            ports=ports,
+            domain=env.get("LAB_DOMAIN", DEFAULT_DOMAIN).strip() or DEFAULT_DOMAIN,
+            rt_accounts=_env_int(env, "LAB_RT_ACCOUNTS", DEFAULT_RT_ACCOUNTS),
+            listen=("127.0.0.1", "::1") if use_v6 else ("127.0.0.1",),
+            state=state_dir(env),
+        )
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        seen: dict[int, str] = {}
+        for name, port in self.ports.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {name}={port} is out of range")
+            if port in seen:
+                raise ValueError(f"ports {seen[port]} and {name} are both {port}")
+            seen[port] = name
+        if not 0 <= self.rt_accounts <= 999:
+            raise ValueError("LAB_RT_ACCOUNTS must be between 0 and 999")
+        if not self.domain.replace("-", "").replace(".", "").isalnum():
+            raise ValueError(f"LAB_DOMAIN={self.domain!r} is not a plain domain name")
+
+    # -- derived -------------------------------------------------------------
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Mounted read-only at /lab in both containers: certs/ and users."""
+        return self.state / "runtime"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.runtime_dir / "certs" / "ca.pem"
+
+    @property
+    def users_path(self) -> Path:
+        return self.runtime_dir / "users"
+
+    def usernames(self) -> list[str]:
+        width = max(2, len(str(self.rt_accounts)))
+        return [f"rt{i:0{width}d}" for i in range(1, self.rt_accounts + 1)] + list(EXTRA_ACCOUNTS)
+
+    def container_env(self) -> dict[str, str]:
+        """What the entrypoints read (the same names compose.yaml passes)."""
+        env = {port_env_name(name): str(port) for name, port in self.ports.items()}
+        env["LAB_DOMAIN"] = self.domain
+        env["LAB_LISTEN"] = " ".join(self.listen)
+        return env
+
+    def to_json(self) -> dict:
+        return {"ports": dict(self.ports), "domain": self.domain, "host": self.host,
+                "rt_accounts": self.rt_accounts, "listen": list(self.listen)}
+
+    @classmethod
+    def from_json(cls, data: Mapping, state: Path) -> "LabConfig":
+        ports = {k: data["ports"][k] for k in DEFAULT_PORTS if k in data["ports"]}
+        return cls(ports=ports, domain=data["domain"], host=data["host"],
+                   rt_accounts=int(data["rt_accounts"]), listen=tuple(data["listen"]),
+                   state=state)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]

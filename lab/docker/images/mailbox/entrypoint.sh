@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Configure Dovecot from LAB_* variables and run it in the foreground
+# (`dovecot -F`), logging to the container's output.
+#
+# Three Dovecot instances, because STLS and the certificate are not per-port
+# settings in Dovecot 2.3:
+#   dovecot          POP3 (STLS) + POP3S, IMAP (STARTTLS) + IMAPS, LMTP, SASL auth
+#   dovecot-nostls   POP3 with ssl=no: no STLS in CAPA (negative case)
+#   dovecot-badcert  POP3S with a certificate from a rogue CA (negative case)
+# All share the accounts (/lab/users) and the Maildirs (/var/vmail/<user>/Maildir).
+#
+#   LAB_DOMAIN (lab.test), LAB_LISTEN (127.0.0.1 [+ ::1 if present]),
+#   LAB_PORT_POP3 110, LAB_PORT_POP3S 995, LAB_PORT_POP3_NOSTLS 1110,
+#   LAB_PORT_POP3_BADCERT 1995, LAB_PORT_IMAP 143, LAB_PORT_IMAPS 993,
+#   LAB_PORT_LMTP 24, LAB_PORT_SASL 12345
+set -euo pipefail
+
+DOMAIN=${LAB_DOMAIN:-lab.test}
+P_POP3=${LAB_PORT_POP3:-110}
+P_POP3S=${LAB_PORT_POP3S:-995}
+P_POP3_NOSTLS=${LAB_PORT_POP3_NOSTLS:-1110}
+P_POP3_BADCERT=${LAB_PORT_POP3_BADCERT:-1995}
+P_IMAP=${LAB_PORT_IMAP:-143}
+P_IMAPS=${LAB_PORT_IMAPS:-993}
+P_LMTP=${LAB_PORT_LMTP:-24}
+P_SASL=${LAB_PORT_SASL:-12345}
+CERTS=/lab/certs
+
+if [ -z "${LAB_LISTEN:-}" ]; then
+    LAB_LISTEN=127.0.0.1
+    if grep -qs '^00000000000000000000000000000001 ' /proc/net/if_inet6; then
+        LAB_LISTEN="127.0.0.1 ::1"
+    fi
+fi
+read -r -a addrs <<<"$LAB_LISTEN"
+listen=${addrs[*]}
+listen=${listen// /, }
+
+for f in server.pem server.key rogue.pem rogue.key; do
+    [ -r "$CERTS/$f" ] || { echo "entrypoint: $CERTS/$f missing (run: python -m lab.docker certs)" >&2; exit 1; }
+done
+[ -r /lab/users ] || { echo "entrypoint: /lab/users missing (run: python -m lab.docker certs)" >&2; exit 1; }
+
+conf=/etc/dovecot/lab
+mkdir -p "$conf"
+
+cat > "$conf/common.conf" <<COMMON
+# Written by entrypoint.sh at container start; edits are lost.
+listen = ${listen}
+hostname = mail.${DOMAIN}
+log_path = /dev/stderr
+login_greeting = Dovecot (mailops lab) ready.
+disable_plaintext_auth = no
+# APOP and CRAM-MD5 need the password itself: passwd-file with {PLAIN}.
+auth_mechanisms = plain login cram-md5 apop
+auth_username_format = %Ln
+auth_failure_delay = 0
+auth_verbose = yes
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN /lab/users
+}
+userdb {
+  driver = static
+  args = uid=vmail gid=vmail home=/var/vmail/%Ln
+}
+mail_location = maildir:~/Maildir
+mail_uid = vmail
+mail_gid = vmail
+first_valid_uid = 5000
+pop3_uidl_format = %08Xu%08Xv
+ssl_min_protocol = TLSv1.2
+protocol pop3 {
+  mail_max_userip_connections = 500
+}
+protocol imap {
+  mail_max_userip_connections = 500
+}
+service pop3-login {
+  process_min_avail = 1
+}
+# No growing delay after failed logins from one IP (every client is 127.0.0.1
+# here, and negative tests fail logins on purpose): no auth penalty socket.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+COMMON
+
+cat > "$conf/main.conf" <<MAINCONF
+!include ${conf}/common.conf
+instance_name = dovecot
+base_dir = /run/dovecot/
+protocols = pop3 imap lmtp
+ssl = yes
+ssl_cert = <${CERTS}/server.pem
+ssl_key = <${CERTS}/server.key
+service pop3-login {
+  inet_listener pop3 {
+    port = ${P_POP3}
+  }
+  inet_listener pop3s {
+    port = ${P_POP3S}
+    ssl = yes
+  }
+}
+service imap-login {
+  inet_listener imap {
+    port = ${P_IMAP}
+  }
+  inet_listener imaps {
+    port = ${P_IMAPS}
+    ssl = yes
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    port = ${P_LMTP}
+  }
+}
+# Postfix asks this listener for SMTP AUTH (smtpd_sasl_path = inet:127.0.0.1:${P_SASL}).
+service auth {
+  inet_listener sasl {
+    port = ${P_SASL}
+  }
+}
+protocol lmtp {
+  postmaster_address = postmaster@${DOMAIN}
+}
+MAINCONF
+
+cat > "$conf/nostls.conf" <<NOSTLS
+!include ${conf}/common.conf
+instance_name = dovecot-nostls
+base_dir = /run/dovecot-nostls/
+state_dir = /var/lib/dovecot-nostls
+protocols = pop3
+ssl = no
+service pop3-login {
+  inet_listener pop3 {
+    port = ${P_POP3_NOSTLS}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+NOSTLS
+
+cat > "$conf/badcert.conf" <<BADCERT
+!include ${conf}/common.conf
+instance_name = dovecot-badcert
+base_dir = /run/dovecot-badcert/
+state_dir = /var/lib/dovecot-badcert
+protocols = pop3
+ssl = yes
+ssl_cert = <${CERTS}/rogue.pem
+ssl_key = <${CERTS}/rogue.key
+service pop3-login {
+  inet_listener pop3 {
+    port = 0
+  }
+  inet_listener pop3s {
+    port = ${P_POP3_BADCERT}
+    ssl = yes
+  }
+}
+BADCERT
+
+mkdir -p /var/lib/dovecot-nostls /var/lib/dovecot-badcert
+echo "entrypoint: dovecot for ${DOMAIN} on ${listen}: pop3 ${P_POP3} pop3s ${P_POP3S}" \
+     "pop3_nostls ${P_POP3_NOSTLS} pop3_badcert ${P_POP3_BADCERT} imap ${P_IMAP} imaps ${P_IMAPS}" \
+     "lmtp ${P_LMTP} sasl ${P_SASL}"
+
+# Run the three masters; stop all when one ends or on SIGTERM/SIGINT.
+pids=()
+for name in nostls badcert main; do
+    dovecot -F -c "$conf/$name.conf" &
+    pids+=($!)
+done
+stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
+trap stop TERM INT
+status=0
+wait -n "${pids[@]}" || status=$?
+stop
+wait || true
+exit "$status"

@@ -1,0 +1,424 @@
+"""Bring the Docker mail lab up and down, describe it, report on it.
+
+State (lab/.state/, gitignored):
+
+    lab.json        config, engine, container ids and timings of the lab that is up
+    engine.json     the private dockerd this lab started (pid, socket)
+    runtime/        certs and accounts, mounted read-only at /lab in both containers
+    logs/           image build logs
+    dockerd.log     the private dockerd's log
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import docker
+import docker.errors
+
+from . import baseimage, engine as engine_mod, images, runtime
+from .config import (BASE_IMAGE, CONTAINERS, LABEL, PORT_KIND, PORT_OWNER, LabConfig,
+                     state_dir)
+
+Log = Callable[[str], None]
+STEPS = 7
+READY_TIMEOUT = float(os.environ.get("LAB_READY_TIMEOUT", "90"))
+MAILDIR_TEMPLATE = "/var/vmail/{username}/Maildir"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _stdout(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- state ------------------------------------------------------------------
+
+def read_state(state: Path) -> dict:
+    try:
+        return json.loads((state / "lab.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(state: Path, data: dict) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    tmp = state / "lab.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, state / "lab.json")
+
+
+def current_config(state: Optional[Path] = None) -> LabConfig:
+    """The config of the lab that is up, else the one the environment asks for."""
+    state = state or state_dir()
+    data = read_state(state)
+    if data.get("config"):
+        return LabConfig.from_json(data["config"], state)
+    cfg = LabConfig.from_env()
+    cfg.state = state
+    return cfg
+
+
+# -- describe ----------------------------------------------------------------
+
+def describe(cfg: Optional[LabConfig] = None) -> dict[str, Any]:
+    """What a client needs: host, domain, ca_path, ports, accounts (+ extras)."""
+    cfg = cfg or current_config()
+    users = runtime.read_users(cfg.users_path)
+    data = read_state(cfg.state)
+    return {
+        "kind": "docker",
+        "host": cfg.host,
+        "hosts": list(cfg.listen),
+        "domain": cfg.domain,
+        "ca_path": str(cfg.ca_path),
+        "rogue_ca_path": str(cfg.ca_path.with_name("rogue-ca.pem")),
+        "ports": dict(cfg.ports),
+        "port_kinds": {name: {"protocol": proto, "tls": tls}
+                       for name, (proto, tls) in PORT_KIND.items()},
+        "accounts": [{"username": u, "password": pw, "address": f"{u}@{cfg.domain}"}
+                     for u, pw in users.items()],
+        "shared_account": "shared",
+        "maildir": MAILDIR_TEMPLATE,
+        "docker_host": data.get("engine", {}).get("base_url"),
+        "containers": {name: info["id"] for name, info in data.get("containers", {}).items()},
+    }
+
+
+# -- ports --------------------------------------------------------------------
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _probe(host: str, port: int, proto: str, tls: str, timeout: float = 2.0) -> bool:
+    """True when the port greets like the service it should be."""
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return False
+    try:
+        sock = raw
+        if tls in ("implicit", "badcert"):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(raw, server_hostname=None)
+        if proto == "dovecot-auth":
+            return True
+        sock.settimeout(timeout)
+        greeting = sock.recv(512)
+        expected = {"smtp": b"220", "lmtp": b"220", "pop3": b"+OK", "imap": b"* OK"}[proto]
+        return greeting.startswith(expected)
+    except (OSError, ssl.SSLError):
+        return False
+    finally:
+        raw.close()
+
+
+def probe_all(cfg: LabConfig) -> dict[str, bool]:
+    return {name: _probe(cfg.host, port, *PORT_KIND[name]) for name, port in cfg.ports.items()}
+
+
+# -- containers ---------------------------------------------------------------
+
+def _container_name(cfg: LabConfig, role: str) -> str:
+    # Distinct per state dir, so two checkouts on one engine do not collide.
+    import hashlib
+    if cfg.state == state_dir({}):
+        return f"mailops-lab-{role}"
+    return f"mailops-lab-{role}-{hashlib.sha256(str(cfg.state).encode()).hexdigest()[:8]}"
+
+
+def _labels(cfg: LabConfig, role: str, runtime_fp: str) -> dict[str, str]:
+    return {LABEL: "1", f"{LABEL}.state": str(cfg.state), f"{LABEL}.role": role,
+            f"{LABEL}.config": cfg.fingerprint(), f"{LABEL}.runtime": runtime_fp}
+
+
+def lab_containers(client: docker.DockerClient, state: Path) -> list:
+    return client.containers.list(all=True, filters={"label": f"{LABEL}.state={state}"})
+
+
+def _remove(container, log: Log) -> None:
+    cid = container.id
+    try:
+        if container.status == "running":
+            container.stop(timeout=5)
+        container.remove(force=True)
+        log(f"      removed {container.name} ({cid[:12]})")
+    except docker.errors.NotFound:
+        pass
+
+
+def _tail_logs(container, lines: int = 40) -> str:
+    try:
+        return container.logs(tail=lines).decode(errors="replace")
+    except docker.errors.APIError:
+        return "(no logs)"
+
+
+# -- up -----------------------------------------------------------------------
+
+def up(cfg: LabConfig, log: Log = _stdout, rebuild: bool = False) -> dict[str, Any]:
+    """Bring the lab up (idempotent: a lab already up as asked is kept)."""
+    t_start = time.monotonic()
+    timings: dict[str, float] = {}
+    n = [0]
+
+    def step(text: str) -> None:
+        n[0] += 1
+        log(f"[{n[0]}/{STEPS}] {text}")
+
+    def lap(key: str, t0: float) -> float:
+        timings[key] = round(time.monotonic() - t0, 2)
+        return time.monotonic()
+
+    cfg.state.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    step("docker engine...")
+    eng = engine_mod.ensure(cfg.state, log)
+    how = ("private dockerd started" if eng.started_now else
+           "private dockerd" if eng.private else "existing engine")
+    log(f"      {how}: {eng.base_url}")
+    t = lap("engine", t)
+
+    step(f"base image {BASE_IMAGE}...")
+    base = baseimage.ensure_base_image(eng, cfg.state, log)
+    log(f"      {base}")
+    t = lap("base_image", t)
+
+    if rebuild:
+        for role in CONTAINERS:
+            ref = images.image_ref(role)
+            if images.image_exists(eng.client, ref):
+                for c in eng.client.containers.list(all=True, filters={"ancestor": ref}):
+                    _remove(c, log)
+                eng.client.images.remove(ref, force=True)
+    built = images.build_all(eng.base_url, eng.client, ["mta", "mailbox"], cfg.state / "logs",
+                             log, step)
+    t = lap("images", t)
+
+    step("CA, certificates and accounts...")
+    made = runtime.ensure_runtime(cfg)
+    log(f"      {'made' if made['certs'] else 'kept'} certificates, "
+        f"{'made' if made['users'] else 'kept'} accounts; CA: {cfg.ca_path}")
+    runtime_fp = runtime.runtime_fingerprint(cfg)
+    t = lap("certs", t)
+
+    step("containers...")
+    old = read_state(cfg.state)
+    containers: dict[str, dict] = {}
+    keep: dict[str, Any] = {}
+    existing = {c.labels.get(f"{LABEL}.role"): c for c in lab_containers(eng.client, cfg.state)}
+    for role in CONTAINERS:
+        c = existing.get(role)
+        want = _labels(cfg, role, runtime_fp)
+        if (c is not None and c.status == "running" and built[role]["ref"] in c.image.tags
+                and all(c.labels.get(k) == v for k, v in want.items())):
+            keep[role] = c
+    if len(keep) != len(CONTAINERS):
+        # Postfix holds connections to Dovecot's auth and LMTP listeners: a new
+        # mailbox container means a new MTA container too.  All or nothing.
+        keep.clear()
+    for c in lab_containers(eng.client, cfg.state):
+        if c.labels.get(f"{LABEL}.role") not in keep or keep[c.labels[f"{LABEL}.role"]].id != c.id:
+            _remove(c, log)
+    # A container of the same name left by a lab whose state was lost.
+    for role in CONTAINERS:
+        if role in keep:
+            continue
+        try:
+            stale = eng.client.containers.get(_container_name(cfg, role))
+            _remove(stale, log)
+        except docker.errors.NotFound:
+            pass
+    busy = [f"{name}={port}" for name, port in cfg.ports.items()
+            if PORT_OWNER[name] not in keep and not port_free(port)]
+    if busy:
+        raise RuntimeError(
+            "ports in use on 127.0.0.1: " + ", ".join(busy) +
+            ". Move them with LAB_PORT_<NAME>=N, `--port name=N` or LAB_PORT_OFFSET / --port-offset")
+    for role in CONTAINERS:
+        if role in keep:
+            c = keep[role]
+            log(f"      {role}: kept {c.id[:12]}")
+        else:
+            c = eng.client.containers.run(
+                built[role]["ref"], name=_container_name(cfg, role), detach=True,
+                network_mode="host", environment=cfg.container_env(),
+                volumes={str(cfg.runtime_dir): {"bind": "/lab", "mode": "ro"}},
+                labels=_labels(cfg, role, runtime_fp), restart_policy={"Name": "no"},
+                stop_signal="SIGTERM")
+            log(f"      {role}: started {c.id[:12]} ({built[role]['ref']})")
+        containers[role] = {"id": c.id, "name": c.name, "image": built[role]["ref"]}
+    _write_state(cfg.state, {
+        "config": cfg.to_json(),
+        "engine": {"base_url": eng.base_url, "private": eng.private},
+        "containers": containers,
+        "runtime_fingerprint": runtime_fp,
+        "up_since": old.get("up_since") if keep and len(keep) == len(CONTAINERS)
+        else datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    t = lap("containers", t)
+
+    step(f"waiting for {len(cfg.ports)} ports...")
+    wait_ready(cfg, eng.client, containers, log)
+    t = lap("ready", t)
+
+    for role in CONTAINERS:  # earlier builds no container uses any more
+        images.prune_old(eng.client, role, keep=built[role]["ref"])
+    timings["total"] = round(time.monotonic() - t_start, 2)
+    data = read_state(cfg.state)
+    data["timings"] = timings
+    data["built"] = {k: v["built"] for k, v in built.items()}
+    data["base_image"] = base
+    _write_state(cfg.state, data)
+    parts = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total")
+    log(f"lab up in {timings['total']:.1f}s ({parts})")
+    return describe(cfg)
+
+
+def wait_ready(cfg: LabConfig, client: docker.DockerClient, containers: dict, log: Log,
+               timeout: float = READY_TIMEOUT) -> None:
+    pending = dict(cfg.ports)
+    deadline = time.monotonic() + timeout
+    last_check = 0.0
+    while pending:
+        for name, port in list(pending.items()):
+            if _probe(cfg.host, port, *PORT_KIND[name], timeout=1.0):
+                del pending[name]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ports not ready after {timeout:.0f}s: " +
+                               ", ".join(f"{k}={v}" for k, v in pending.items()) +
+                               _logs_hint(client, containers))
+        if time.monotonic() - last_check > 1.0:
+            last_check = time.monotonic()
+            for role, info in containers.items():
+                c = client.containers.get(info["id"])
+                if c.status not in ("running", "created"):
+                    raise RuntimeError(f"{role} container {c.status}:\n{_tail_logs(c)}")
+        time.sleep(0.1)
+    log(f"      all {len(cfg.ports)} ports answer on {cfg.host}")
+
+
+def _logs_hint(client: docker.DockerClient, containers: dict) -> str:
+    out = []
+    for role, info in containers.items():
+        try:
+            out.append(f"\n--- {role} logs ---\n{_tail_logs(client.containers.get(info['id']))}")
+        except docker.errors.NotFound:
+            out.append(f"\n--- {role}: container gone ---")
+    return "".join(out)
+
+
+# -- down ---------------------------------------------------------------------
+
+def down(state: Optional[Path] = None, log: Log = _stdout, keep_engine: bool = False,
+         stop_engine: bool = False, purge: bool = False) -> None:
+    state = state or state_dir()
+    data = read_state(state)
+    eng = engine_mod.find(state)
+    if eng is None:
+        if data.get("containers"):
+            log("no Docker engine answers: the lab's containers are gone with it")
+    else:
+        ids = {info["id"] for info in data.get("containers", {}).values()}
+        found = {c.id: c for c in lab_containers(eng.client, state)}
+        for cid in ids - set(found):
+            try:
+                found[cid] = eng.client.containers.get(cid)
+            except docker.errors.NotFound:
+                pass
+        for c in found.values():
+            _remove(c, log)
+        if not found:
+            log("no lab containers")
+    (state / "lab.json").unlink(missing_ok=True)
+    if not keep_engine:
+        engine_mod.stop_private(state, log, force=stop_engine)
+    if purge:
+        import shutil
+        shutil.rmtree(state / "runtime", ignore_errors=True)
+        log(f"removed {state / 'runtime'}")
+
+
+# -- status / logs --------------------------------------------------------------
+
+def status(cfg: LabConfig, log: Log = _stdout) -> bool:
+    data = read_state(cfg.state)
+    eng = engine_mod.find(cfg.state)
+    einfo = engine_mod.read_engine_state(cfg.state)
+    if eng is None:
+        log("engine:     none answers")
+    else:
+        extra = f" (private dockerd pid {einfo.get('pid')})" if eng.private and einfo else ""
+        log(f"engine:     {eng.base_url}{extra}")
+    containers = dict(data.get("containers", {}))
+    if not containers and eng is not None:
+        # Not started by `up`: a lab from `docker compose -f lab/compose.yaml`?
+        for c in eng.client.containers.list(filters={"label": f"{LABEL}.role"}):
+            role = c.labels[f"{LABEL}.role"]
+            containers.setdefault(role, {"id": c.id, "image": ",".join(c.image.tags)})
+        if containers:
+            log("containers: not started by `up` (docker compose?)")
+    ok = eng is not None and bool(containers)
+    for role in CONTAINERS:
+        info = containers.get(role)
+        if not info or eng is None:
+            log(f"{role + ':':<11} not up")
+            ok = False
+            continue
+        try:
+            c = eng.client.containers.get(info["id"])
+            health = c.attrs.get("State", {}).get("Health", {}).get("Status", "-")
+            log(f"{role + ':':<11} {c.id[:12]} {c.status} health={health} image={info['image']}")
+            ok = ok and c.status == "running"
+        except docker.errors.NotFound:
+            log(f"{role + ':':<11} container {info['id'][:12]} gone")
+            ok = False
+    answers = probe_all(cfg)
+    for name, port in cfg.ports.items():
+        log(f"  {name:<16} {cfg.host}:{port:<6} {'up' if answers[name] else 'DOWN'}")
+    ok = ok and all(answers.values())
+    log(f"lab is {'up' if ok else 'not (fully) up'}")
+    return ok
+
+
+def logs(cfg: LabConfig, roles: list[str], tail: Optional[int], follow: bool,
+         out=sys.stdout.buffer) -> None:
+    data = read_state(cfg.state)
+    eng = engine_mod.find(cfg.state)
+    if eng is None or not data.get("containers"):
+        raise RuntimeError("the lab is not up")
+    for role in roles or list(CONTAINERS):
+        info = data["containers"].get(role)
+        if not info:
+            continue
+        c = eng.client.containers.get(info["id"])
+        kwargs: dict[str, Any] = {"tail": tail if tail is not None else "all"}
+        if follow and len(roles) == 1:
+            for chunk in c.logs(stream=True, follow=True, **kwargs):
+                out.write(chunk)
+                out.flush()
+            return
+        for line in c.logs(**kwargs).splitlines(keepends=True):
+            out.write(f"{role:<8}| ".encode() + line)
+        out.flush()
