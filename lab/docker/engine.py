@@ -184,6 +184,8 @@ def start_private(state: Path, log: Callable[[str], None]) -> Engine:
     old = read_pid(priv)
     if old and pid_alive(old) and _is_our_dockerd(old, priv):
         raise EngineError(f"private dockerd (pid {old}) runs but does not answer on {priv.socket}")
+    if old:
+        clear_stale(state, priv, log)
     for stale in (priv.socket, priv.pidfile):
         stale.unlink(missing_ok=True)
     flags = _dockerd_flags(dockerd)
@@ -302,6 +304,56 @@ def stop_private(state: Path, log: Callable[[str], None], timeout: float = 30,
     _unmount_under(priv.exec_root)
     (state / "engine.json").unlink(missing_ok=True)
     return True
+
+
+def _pids(match: Callable[[int, bytes], bool]) -> list[int]:
+    """Live pids whose (pid, command line) match."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if pid_alive(int(entry.name)) and match(int(entry.name), cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _in_containers(pid: int, ids: list[str]) -> bool:
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return any(cid in cgroups for cid in ids)
+
+
+def clear_stale(state: Path, priv: PrivateEngine, log: Callable[[str], None]) -> None:
+    """What a private dockerd killed without `down` leaves behind, so a new one can start: the
+    processes of the lab's containers (found by the container ids the lab recorded, in their
+    cgroups), its containerd and shims (found by our exec root), and their runtime state."""
+    try:
+        recorded = json.loads((state / "lab.json").read_text()).get("containers", {})
+        ids = [info["id"] for info in recorded.values() if info.get("id")]
+    except (OSError, ValueError, AttributeError):
+        ids = []
+    needle = str(priv.exec_root).encode()
+    leftovers = _pids(lambda pid, cmd: (ids and _in_containers(pid, ids))
+                      or (needle in cmd and b"containerd" in cmd.split(b"\0", 1)[0]))
+    if leftovers:
+        log(f"cleaning up after a private dockerd that was killed: stopping pids {leftovers}")
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while any(_alive_reaping(pid) for pid in leftovers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _unmount_under(priv.exec_root)
+    # containerd's pidfile and socket would point the new dockerd at the dead containerd.
+    shutil.rmtree(priv.exec_root / "containerd", ignore_errors=True)
 
 
 def _shim_pids(priv: PrivateEngine) -> list[int]:
