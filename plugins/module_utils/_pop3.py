@@ -139,11 +139,10 @@ class Pop3Client:
         self.command('quit', 'QUIT', what)
 
 
-def open_session(params, warnings, transcript=None):
+def open_session(session, params, warnings):
     """Connect, greet, negotiate TLS and log in as params say (the pop3_check options).
     Returns (client, facts); the caller ends the session with client.quit()."""
     tls_mode = params['tls_mode']
-    session = new_session('pop3', params, transcript)
     client = Pop3Client(session)
     facts = {'host': session.host, 'port': session.port}
     try:
@@ -177,10 +176,11 @@ def pop3_check(params):
     validate_endpoint(params)
 
     def body(warnings, transcript):
+        session = new_session('pop3', params, transcript)
         start = time.monotonic()
         result = {}
         try:
-            client, facts = open_session(params, warnings, transcript)
+            client, facts = open_session(session, params, warnings)
             result.update(facts)
             try:
                 if params.get('pop3_auth', 'none') != 'none':

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import functools
 import os
 import socket
 import ssl
@@ -76,9 +77,11 @@ def check_no_line_breaks(name, value):
         raise ProbeError('input', '%s must not contain CR or LF characters' % name)
 
 
+@functools.lru_cache(maxsize=16)
 def ssl_context(validate_certs=True, ca_path=None):
     """An explicit client context: verification on unless asked otherwise. With ca_path, only
-    that CA bundle (file or directory) is trusted."""
+    that CA bundle (file or directory) is trusted. Cached: loading a CA bundle costs tens of
+    milliseconds, once per process instead of once per connection."""
     if not validate_certs:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -350,8 +353,11 @@ def endpoint_port(protocol, params):
 
 def new_session(protocol, params, transcript=None):
     """A Session for the endpoint options (host, port, tls_mode, timeout, validate_certs,
-    ca_path, password)."""
-    context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
+    ca_path, password). The TLS context is made here, before any timing starts, and only when
+    the mode may speak TLS."""
+    context = None
+    if params['tls_mode'] != 'none':
+        context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
     return Session(protocol, params['host'], endpoint_port(protocol, params), params.get('timeout') or 60, context,
                    secrets=[params.get('password')], transcript=transcript)
 

@@ -17,7 +17,7 @@ description:
     reports the timings.
   - Each check reads only the headers of messages it has not looked at before (UIDL and TOP), newest first, so a
     full mailbox costs little. Without UIDL every message is looked at; without TOP the message is read with RETR.
-  - Checks come quickly at first (after 50 ms, doubling) and then every O(connection_interval) seconds.
+  - Checks come quickly at first (after 10 ms, doubling) and then every O(connection_interval) seconds.
   - When the mail has not arrived after O(max_trip_time) seconds the module fails at stage C(timeout); the mail then
     stays in the mailbox, and O(cleanup_stale) removes it on a later run.
   - A mailbox locked by another POP3 session (C(-ERR [IN-USE])) is tried again on the same schedule until

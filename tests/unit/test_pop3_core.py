@@ -113,3 +113,19 @@ def test_connection_refused(lab):
         pop3_check(pop3_params(lab, 'pop3', 'none', port=port))
     assert info.value.stage == 'connect'
     assert 'pop3 127.0.0.1:%d' % port in info.value.message
+
+
+def test_tls_context_is_made_once_per_process(lab):
+    from ansible_collections.mailops.health.plugins.module_utils._probe import ssl_context
+    ssl_context.cache_clear()
+    for _attempt in range(3):
+        pop3_check(pop3_params(lab, 'pop3_tls', 'tls'))
+    info = ssl_context.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+
+
+def test_plaintext_check_makes_no_tls_context(lab):
+    from ansible_collections.mailops.health.plugins.module_utils._probe import ssl_context
+    ssl_context.cache_clear()
+    pop3_check(pop3_params(lab, 'pop3_plain', 'none', ca_path='/nonexistent/ca.pem'))
+    assert ssl_context.cache_info().misses == 0

@@ -122,7 +122,7 @@ def test_mail_arriving_late_is_found(lab):
 
 def test_polling_backs_off_to_connection_interval():
     delays = _roundtrip.poll_delays(1.0)
-    assert [next(delays) for _step in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert [next(delays) for _step in range(9)] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0]
 
 
 @pytest.mark.parametrize('field,value,stage', [
