@@ -10,6 +10,7 @@
 #   make changelog-lint
 #   make demo        the health gate playbook against the Docker lab if up, else the embedded lab
 #   make lab-up      start the Docker lab (Postfix + Dovecot); lab-down, lab-describe, lab-test
+#   make bench       benchmarks against the Docker lab (bench/README.md)
 #   make clean       remove build outputs (keeps the venv); distclean also removes the venv
 #
 # Variables (override on the command line, e.g. `make VENV=/tmp/venv-check test`):
@@ -42,10 +43,10 @@ GET_PIP_CACHE_DIR := $(HOME)/.ansible/test/cache
 GET_PIP_VERSIONS ?=
 
 
-.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test clean distclean
+.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test bench clean distclean
 
 help:
-	@sed -n '3,20p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+	@sed -n '3,/^# Variables/{/^# Variables/d;p}' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 
 # --------------------------------------------------------------------------
 # venv: created from scratch with $(PYTHON); redone only when
@@ -207,6 +208,34 @@ lab-describe: venv
 lab-test: venv
 	@echo "==> lab-test: Docker lab tests (brings the lab up if needed: about 1-2 min)"
 	"$(BIN)/python" -m pytest -q tests/lab
+
+# --------------------------------------------------------------------------
+# bench: the benchmarks in bench/ against the Docker lab (brought up if it is down, never taken
+# down): probe overhead against the monitoring plugins, arrival-detection lag, round trips per
+# minute, large mailbox.  Writes bench/results/*.json, summary.md and bench.png (about 6 min).
+# Installs bench/requirements.txt into the venv, and monitoring-plugins-standard (check_smtp,
+# check_pop) when missing, as root on Debian.  BENCH_ARGS: e.g. --only lag,throughput, or
+# --quick (a 30 s smoke test of the machinery; its results go to bench/results/tmp/quick).
+BENCH_ARGS ?=
+BENCH_STAMP = $(VENV_ABS)/.mailops-health-bench-requirements.stamp
+NAGIOS_PLUGINS := /usr/lib/nagios/plugins
+
+$(BENCH_STAMP): bench/requirements.txt $(VENV_STAMP)
+	"$(BIN)/python" -m pip install --disable-pip-version-check -q -r bench/requirements.txt
+	@touch "$@"
+
+bench: venv $(BENCH_STAMP)
+	@if [ ! -x "$(NAGIOS_PLUGINS)/check_smtp" ] || [ ! -x "$(NAGIOS_PLUGINS)/check_pop" ]; then \
+	  if [ "$$(id -u)" = 0 ] && [ -r /etc/debian_version ]; then \
+	    echo "==> bench: apt-get install monitoring-plugins-standard (check_smtp, check_pop)"; \
+	    apt-get update -qq; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends monitoring-plugins-standard >/dev/null; \
+	  else \
+	    echo "bench: needs $(NAGIOS_PLUGINS)/check_smtp and check_pop (Debian: monitoring-plugins-standard; run as root)" >&2; exit 1; \
+	  fi; \
+	fi
+	@echo "==> bench: python -m bench $(BENCH_ARGS) (about 6 min; progress below)"
+	"$(BIN)/python" -m bench $(BENCH_ARGS)
 
 # lint: ansible-lint (production profile) on the playbooks and roles, resolving our own
 # modules from the collection tree; --offline so it installs nothing.

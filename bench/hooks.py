@@ -1,0 +1,84 @@
+"""Observation hooks around the round-trip core, installed at run time (plugins/ is not edited).
+
+- Every Mailbox.visit() is timed; the visit that finds the probe's token hands over the core's
+  own seen_at (time.monotonic() when the TOP answer with the token was parsed), converted to wall
+  clock time so that it can be compared with the Maildir file's kernel timestamp.
+- poll_delays() can be replaced per thread: a fixed interval (the 1-second polling monitoring
+  products use) or another first-check delay (a proposed change, measured as such).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+_local = threading.local()
+_installed = {}
+
+
+def _wall(mono: float) -> float:
+    """A time.monotonic() reading as time.time() (both read back to back now)."""
+    return time.time() - (time.monotonic() - mono)
+
+
+def install(roundtrip_module):
+    if _installed.get('done'):
+        return
+    rt = roundtrip_module
+    orig_visit = rt.Mailbox.visit
+    orig_delays = rt.poll_delays
+
+    def visit(self, timeout, token=None, stale_before=None):
+        trace = getattr(_local, 'trace', None)
+        start = time.monotonic()
+        facts = orig_visit(self, timeout, token=token, stale_before=stale_before)
+        end = time.monotonic()
+        if trace is not None:
+            entry = {'start': _wall(start), 'end': _wall(end), 'with_token': token is not None}
+            if 'seen_at' in facts:
+                entry['seen'] = _wall(facts['seen_at'])
+                trace['seen'] = entry['seen']
+                trace['finding_visit_start'] = entry['start']
+            trace['visits'].append(entry)
+        return facts
+
+    def poll_delays(interval):
+        fixed = getattr(_local, 'fixed_interval', None)
+        first = getattr(_local, 'first_delay', None)
+        if fixed is not None:
+            while True:
+                yield fixed
+        elif first is not None:
+            delay = min(first, interval)
+            while True:
+                yield delay
+                delay = min(delay * 2, interval)
+        else:
+            yield from orig_delays(interval)
+
+    rt.Mailbox.visit = visit
+    rt.poll_delays = poll_delays
+    _installed['done'] = True
+
+
+class observe:
+    """with observe(fixed_interval=1.0) as trace: mail_roundtrip(...)  ->  trace['seen'], ..."""
+
+    def __init__(self, fixed_interval=None, first_delay=None):
+        self.fixed_interval = fixed_interval
+        self.first_delay = first_delay
+        self.trace = {'visits': [], 'seen': None, 'finding_visit_start': None}
+
+    def __enter__(self):
+        _local.trace = self.trace
+        _local.fixed_interval = self.fixed_interval
+        _local.first_delay = self.first_delay
+        self.trace['call_start'] = time.time()
+        return self.trace
+
+    def __exit__(self, *exc):
+        self.trace['call_end'] = time.time()
+        _local.trace = None
+        _local.fixed_interval = None
+        _local.first_delay = None
+        return False

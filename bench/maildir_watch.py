@@ -1,0 +1,104 @@
+"""Watch Maildir new/ directories with inotify and report every mail that lands, as JSON lines.
+
+    python -m bench.maildir_watch DIR [DIR ...]
+
+Runs as its own process (no GIL shared with the probes being timed). DIR is a Maildir's new/
+directory seen from the host, e.g. /proc/<mailbox container pid>/root/var/vmail/rt06/Maildir/new
+(the container's filesystem; the container shares the host's kernel clock). For each file that
+appears (IN_MOVED_TO: Dovecot writes into tmp/ and renames into new/; IN_CREATE for a link) it
+prints one line:
+
+    {"dir": ..., "name": ..., "event_ns": <time.time_ns() when the event was read>,
+     "ctime_ns": <the file's ctime: the kernel's timestamp of the rename>, "token": <X-Mailops-Roundtrip or null>}
+
+The landing moment lies between ctime_ns (the kernel stamps it at the rename, with the coarse
+clock: at most one tick, 4 ms at HZ=250, early) and event_ns (read by this process: late by its
+wake-up latency). The file is read at once, before a POP3 session can delete it; if it is
+already gone, ctime_ns and token are null. Prints {"ready": true} once every watch is in place.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import re
+import select
+import struct
+import sys
+import time
+
+IN_CREATE = 0x00000100
+IN_MOVED_TO = 0x00000080
+IN_Q_OVERFLOW = 0x00004000
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+_EVENT = struct.Struct('iIII')
+_TOKEN = re.compile(rb'^X-Mailops-Roundtrip:\s*([0-9a-f]{32})\s*$', re.MULTILINE | re.IGNORECASE)
+
+
+def _libc():
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    libc.inotify_init1.argtypes = [ctypes.c_int]
+    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    return libc
+
+
+def read_token(path):
+    """(ctime_ns, token) of a mail file, or (None, None) when it is already gone."""
+    try:
+        with open(path, 'rb') as f:
+            ctime_ns = os.fstat(f.fileno()).st_ctime_ns
+            head = f.read(64 * 1024).split(b'\r\n\r\n', 1)[0].split(b'\n\n', 1)[0]
+    except OSError:
+        return None, None
+    match = _TOKEN.search(head.replace(b'\r\n', b'\n'))
+    return ctime_ns, match.group(1).decode('ascii') if match else None
+
+
+def watch(dirs, out=sys.stdout):
+    libc = _libc()
+    fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), 'inotify_init1 failed')
+    wds = {}
+    for d in dirs:
+        wd = libc.inotify_add_watch(fd, os.fsencode(d), IN_MOVED_TO | IN_CREATE)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), 'inotify_add_watch failed: %s' % d)
+        wds[wd] = d
+    out.write(json.dumps({'ready': True, 'dirs': dirs}) + '\n')
+    out.flush()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(sys.stdin.fileno(), select.POLLIN | select.POLLHUP)
+    while True:
+        for fileno, _mask in poller.poll():
+            if fileno != fd:
+                return  # stdin closed or written to: the parent wants us gone
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            event_ns = time.time_ns()
+            offset = 0
+            while offset < len(data):
+                wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b'\0').decode('utf-8', 'replace')
+                offset += _EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    out.write(json.dumps({'overflow': True, 'event_ns': event_ns}) + '\n')
+                    continue
+                d = wds.get(wd)
+                if d is None or not name:
+                    continue
+                ctime_ns, token = read_token(os.path.join(d, name))
+                out.write(json.dumps({'dir': d, 'name': name, 'event_ns': event_ns, 'ctime_ns': ctime_ns,
+                                      'token': token}) + '\n')
+            out.flush()
+
+
+if __name__ == '__main__':
+    try:
+        watch(sys.argv[1:])
+    except KeyboardInterrupt:
+        pass
