@@ -144,10 +144,14 @@ def open_session(session, params, warnings):
     Returns (client, facts); the caller ends the session with client.quit()."""
     tls_mode = params['tls_mode']
     client = Pop3Client(session)
-    facts = {'host': session.host, 'port': session.port}
+    timings = {}
+    facts = {'host': session.host, 'port': session.port, 'timings': timings}
+    start = time.monotonic()
     try:
         connect(session, tls_mode, warnings)
+        timings['connect_ms'] = ms_since(start)
         client.greet()
+        timings['banner_ms'] = ms_since(start)
         facts['banner'] = client.banner
         client.capa()
         # Without CAPA the server may still know STLS: in 'starttls' mode we try it anyway.
@@ -156,12 +160,14 @@ def open_session(session, params, warnings):
             client.command('tls', 'STLS', 'STLS')
             session.start_tls()
             client.capa()
+        timings['tls_ms'] = ms_since(start)
         facts['capabilities'] = client.capabilities or []
         facts['apop_supported'] = client.timestamp is not None
         method = params.get('pop3_auth', 'none')
         if method != 'none':
             client.login(method, params.get('username') or '', params.get('password') or '',
                          params.get('allow_cleartext_auth', False))
+            timings['login_ms'] = ms_since(start)
     except ProbeError as e:
         session.close()
         facts['tls'] = session.tls

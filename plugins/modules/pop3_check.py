@@ -77,6 +77,12 @@ response_time_ms:
   returned: always
   type: float
   sample: 12.3
+timings:
+  description: Milliseconds from connect at which each step ended (connect, banner, tls, login); C(banner_ms) is the time
+    from connect to the greeting.
+  returned: always
+  type: dict
+  sample: {"connect_ms": 0.3, "banner_ms": 1.1, "tls_ms": 9.8, "login_ms": 11.2}
 host:
   description: The server checked.
   returned: always

@@ -118,7 +118,8 @@ response_time_ms:
   type: float
   sample: 41.7
 timings:
-  description: Milliseconds from connect at which each step ended (connect, banner, tls, auth, data).
+  description: Milliseconds from connect at which each step ended (connect, banner, tls, auth, data); C(banner_ms) is the time
+    from connect to the greeting.
   returned: always
   type: dict
   sample: {"connect_ms": 0.4, "banner_ms": 1.9, "tls_ms": 14.2, "auth_ms": 16.0}
