@@ -11,6 +11,7 @@
 #   make demo        the health gate playbook against the Docker lab if up, else the embedded lab
 #   make lab-up      start the Docker lab (Postfix + Dovecot); lab-down, lab-describe, lab-test
 #   make bench       benchmarks against the Docker lab (bench/README.md)
+#   make fuzz        the long hostile-server fuzz run (10,000 examples)
 #   make clean       remove build outputs (keeps the venv); distclean also removes the venv
 #
 # Variables (override on the command line, e.g. `make VENV=/tmp/venv-check test`):
@@ -43,7 +44,7 @@ GET_PIP_CACHE_DIR := $(HOME)/.ansible/test/cache
 GET_PIP_VERSIONS ?=
 
 
-.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test bench clean distclean
+.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test bench fuzz clean distclean
 
 help:
 	@sed -n '3,/^# Variables/{/^# Variables/d;p}' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
@@ -208,6 +209,14 @@ lab-describe: venv
 lab-test: venv
 	@echo "==> lab-test: Docker lab tests (brings the lab up if needed: about 1-2 min)"
 	"$(BIN)/python" -m pytest -q tests/lab
+
+# --------------------------------------------------------------------------
+# fuzz: the long hostile-server run (Hypothesis, 10,000 examples over smtp_check, pop3_check and
+# mail_roundtrip; make test runs 500). FUZZ_SEED=N repeats a run.
+FUZZ_EXAMPLES ?= 10000
+fuzz: venv
+	@echo "==> fuzz: $(FUZZ_EXAMPLES) hostile-server examples (about 15 min for 10,000)"
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) "$(BIN)/python" -m pytest -q tests/fuzz
 
 # --------------------------------------------------------------------------
 # bench: the benchmarks in bench/ against the Docker lab (brought up if it is down, never taken

@@ -11,7 +11,7 @@ import re
 import time
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, MAX_RESPONSE, ProbeError, cleartext_guard, connect, ms_since, new_session, probe, require_tls_or_warn,
+    MASK, MAX_RESPONSE, ProbeError, cleartext_guard, connect, is_number, ms_since, new_session, probe, require_tls_or_warn,
     validate_endpoint,
 )
 
@@ -105,7 +105,7 @@ class Pop3Client:
     def stat(self):
         text = self.command('stat', 'STAT', 'STAT')
         parts = text.split()
-        if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        if len(parts) < 2 or not is_number(parts[0]) or not is_number(parts[1]):
             raise self.session.error('stat', 'malformed STAT reply %r' % text[:200])
         return int(parts[0]), int(parts[1])
 
@@ -118,7 +118,7 @@ class Pop3Client:
         entries = {}
         for line in self.multiline(stage, record=False):
             parts = line.split()
-            if len(parts) < 2 or not parts[0].isdigit():
+            if len(parts) < 2 or not is_number(parts[0]):
                 raise self.session.error(stage, 'malformed %s line %r' % (command, line[:200]))
             entries[int(parts[0])] = parts[1]
         return entries

@@ -56,6 +56,11 @@ class ProbeError(Exception):
         return self.message
 
 
+def is_number(text):
+    """ASCII digits only: str.isdigit() also accepts characters such as '\u00b2' that int() refuses."""
+    return bool(text) and all('0' <= c <= '9' for c in text)
+
+
 def ms_since(start):
     """Milliseconds elapsed since a time.monotonic() reading, to 0.1 ms."""
     return round((time.monotonic() - start) * 1000.0, 1)
@@ -126,6 +131,7 @@ def tls_details(sock, verified):
     cipher = sock.cipher()
     info = {
         'established': True,
+        'fallback': False,
         'version': sock.version(),
         'cipher': cipher[0] if cipher else None,
         'verified': bool(verified),
@@ -143,7 +149,7 @@ def tls_details(sock, verified):
 
 
 def no_tls():
-    return {'established': False, 'version': None, 'cipher': None, 'verified': False, 'subject': None,
+    return {'established': False, 'fallback': False, 'version': None, 'cipher': None, 'verified': False, 'subject': None,
             'issuer': None, 'sans': [], 'not_after': None, 'days_left': None}
 
 
@@ -313,6 +319,7 @@ def connect(session, tls_mode, warnings):
         session.note('-- no TLS spoken; reconnecting in plaintext')
         session._buffer = b''
         session.open(implicit_tls=False)
+        session.tls['fallback'] = True
 
 
 def require_tls_or_warn(session, offered, tls_mode, command, warnings):
@@ -326,6 +333,7 @@ def require_tls_or_warn(session, offered, tls_mode, command, warnings):
         raise session.error('tls', '%s not offered by the server (tls_mode=starttls)' % command)
     warnings.append('%s does not offer %s; continued without TLS (tls_mode=starttls_if_available)'
                     % (session.label, command))
+    session.tls['fallback'] = True
     return False
 
 

@@ -17,7 +17,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, MAX_RESPONSE, ProbeError, check_no_line_breaks, cleartext_guard, connect, ms_since, new_session, probe,
+    MASK, MAX_RESPONSE, ProbeError, check_no_line_breaks, is_number, cleartext_guard, connect, ms_since, new_session, probe,
     require_tls_or_warn, validate_endpoint,
 )
 
@@ -108,7 +108,7 @@ class SmtpClient:
             size += len(line)
             if size > MAX_RESPONSE:
                 raise self.session.error(stage, 'reply larger than %d bytes' % MAX_RESPONSE)
-            if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in ' -'):
+            if len(line) < 3 or not is_number(line[:3]) or (len(line) > 3 and line[3] not in ' -'):
                 raise self.session.error(stage, 'malformed reply %r' % line[:200])
             lines.append(line[4:])
             if len(line) == 3 or line[3] == ' ':

@@ -113,7 +113,7 @@ tls:
   description: Transport security facts, as M(mailops.health.smtp_check) returns them.
   returned: always
   type: dict
-  sample: {"established": true, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "verified": true,
+  sample: {"established": true, "fallback": false, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "verified": true,
            "subject": "CN=mail.example.com", "issuer": "CN=Example CA", "sans": ["DNS:mail.example.com"],
            "not_after": "2027-03-01T12:00:00Z", "days_left": 98}
 message_count:

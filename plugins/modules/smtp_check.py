@@ -165,6 +165,11 @@ tls:
       type: bool
       returned: always
       sample: true
+    fallback:
+      description: Whether a C(*_if_available) O(tls_mode) went on without TLS because the server offered none.
+      type: bool
+      returned: always
+      sample: false
     version:
       description: TLS protocol version.
       type: str

@@ -47,6 +47,7 @@ def test_tls_modes_and_auth(lab, tls_mode, variant, expected, auth):
         assert 'message_count' not in result
     else:
         assert result['message_count'] >= 0 and result['mailbox_size'] >= 0
+    assert result['tls']['fallback'] is ('warning' in expected)
     if 'warning' in expected:
         assert any(expected['warning'] in w for w in result['warnings'])
     else:

@@ -50,6 +50,7 @@ def test_tls_modes(lab, tls_mode, variant, expected):
         assert 'DNS:localhost' in result['tls']['sans']
         assert result['tls']['days_left'] > 0
         assert 'STARTTLS' not in [f.split()[0] for f in result['features']]
+    assert result['tls']['fallback'] is ('warning' in expected)
     if 'warning' in expected:
         assert any(expected['warning'] in w for w in result['warnings'])
     else:
