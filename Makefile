@@ -10,6 +10,8 @@
 #   make changelog-lint
 #   make demo        the health gate playbook against the Docker lab if up, else the embedded lab
 #   make lab-up      start the Docker lab (Postfix + Dovecot); lab-down, lab-describe, lab-test
+#   make integration the security matrix through ansible-test integration (matrix-docs renders docs/matrix.md)
+#   make remote-test a round trip from an SSH-managed node with a bare python3
 #   make bench       benchmarks against the Docker lab (bench/README.md)
 #   make fuzz        the long hostile-server fuzz run (10,000 examples)
 #   make clean       remove build outputs (keeps the venv); distclean also removes the venv
@@ -44,7 +46,7 @@ GET_PIP_CACHE_DIR := $(HOME)/.ansible/test/cache
 GET_PIP_VERSIONS ?=
 
 
-.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test bench fuzz clean distclean
+.PHONY: help venv collection get-pip-cache sanity docs changelog-lint unit lint test demo lab-up lab-down lab-describe lab-test lab-checks integration matrix-docs remote-test bench fuzz clean distclean
 
 help:
 	@sed -n '3,/^# Variables/{/^# Variables/d;p}' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
@@ -166,8 +168,17 @@ test: venv
 	@$(MAKE) --no-print-directory docs
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory sanity
-	@$(MAKE) --no-print-directory lab-test
+	@$(MAKE) --no-print-directory lab-checks
 	@echo "==> test: all steps passed"
+
+# lab-checks: everything that needs the Docker lab, in one lab session: brought up if it is not
+# up, and taken down again (with a private dockerd it started) only if this step brought it up.
+lab-checks: venv
+	@was_up=0; "$(BIN)/python" -m lab.docker status >/dev/null 2>&1 && was_up=1; \
+	if [ $$was_up = 0 ]; then $(MAKE) --no-print-directory lab-up; fi; \
+	rc=0; $(MAKE) --no-print-directory lab-test lab-checks integration matrix-docs remote-test || rc=$$?; \
+	if [ $$was_up = 0 ]; then $(MAKE) --no-print-directory lab-down; fi; \
+	exit $$rc
 
 # --------------------------------------------------------------------------
 # demo: the health gate (playbooks/health_gate.yml) against a lab: the Docker lab (real
@@ -209,6 +220,36 @@ lab-describe: venv
 lab-test: venv
 	@echo "==> lab-test: Docker lab tests (brings the lab up if needed: about 1-2 min)"
 	"$(BIN)/python" -m pytest -q tests/lab
+
+# --------------------------------------------------------------------------
+# integration: ansible-test integration targets run every cell of the expectation matrix
+# (tests/integration/targets/mail_matrix/vars/matrix.yml) through Ansible against the Docker lab
+# (brought up if it is down) and fail on any cell that does not match; the observed results go
+# to build/matrix/, which matrix-docs renders into docs/matrix.md.
+MATRIX_DIR := $(BUILD_DIR)/matrix
+INTEGRATION_ARGS ?=
+integration: venv collection
+	@echo "==> integration: ansible-test integration, the expectation matrix against the Docker lab (about 6 min)"
+	@"$(BIN)/python" -m lab.docker status >/dev/null 2>&1 || "$(BIN)/python" -m lab.docker up
+	@mkdir -p "$(MATRIX_DIR)"
+	@"$(BIN)/python" -m lab.docker describe --json \
+	  | "$(BIN)/python" -c 'import json, sys; json.dump({"mailops_lab": json.load(sys.stdin), "mailops_matrix_results_dir": sys.argv[1]}, sys.stdout, indent=1)' \
+	    "$(abspath $(MATRIX_DIR))" > "$(COLLECTION_DIR)/tests/integration/integration_config.yml"
+	@start=$$(date +%s); \
+	cd "$(COLLECTION_DIR)" && \
+	PATH="$(BIN):$$PATH" "$(BIN)/ansible-test" integration --local --python $(SANITY_PYTHON) --color no $(INTEGRATION_ARGS); \
+	echo "<== integration passed in $$(( $$(date +%s) - start ))s (results in $(MATRIX_DIR); make matrix-docs)"
+
+matrix-docs: venv
+	@echo "==> matrix-docs: docs/matrix.md from the table and the observed results"
+	"$(BIN)/python" tests/matrix/render.py --results "$(MATRIX_DIR)" --output docs/matrix.md
+
+# remote-test: a round trip run on a separate managed node over SSH (a container with sshd and a
+# bare python3: no pip packages, no Ansible), against the Docker lab.
+remote-test: venv
+	@echo "==> remote-test: a round trip from an SSH-managed node with a bare python3"
+	@"$(BIN)/python" -m lab.docker status >/dev/null 2>&1 || "$(BIN)/python" -m lab.docker up
+	"$(BIN)/python" -m pytest -q tests/remote
 
 # --------------------------------------------------------------------------
 # fuzz: the long hostile-server run (Hypothesis, 10,000 examples over smtp_check, pop3_check and

@@ -1,0 +1,274 @@
+"""Write docs/matrix.md from the expectation matrix and the results the integration targets observed.
+
+    python tests/matrix/render.py [--table T] [--results DIR] [--output docs/matrix.md]
+
+The table is tests/integration/targets/mail_matrix/vars/matrix.yml (the one the targets run); the
+results are the <module>.json files the mail_matrix role writes (`make integration` puts them in
+build/matrix). Every cell of the table appears in the page with what was observed for it; a cell
+whose observation differs from the table, or that was not run, is marked loudly, and so is the
+summary at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = ROOT / 'tests' / 'integration' / 'targets' / 'mail_matrix' / 'vars' / 'matrix.yml'
+RESULTS = ROOT / 'build' / 'matrix'
+OUTPUT = ROOT / 'docs' / 'matrix.md'
+MODULES = ('smtp_check', 'pop3_check', 'mail_roundtrip')
+# Keys of a cell that are not the module's settings.
+NOT_SETTINGS = ('expect', 'note')
+
+
+def table_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def load_table(path):
+    with open(path, encoding='utf-8') as f:
+        return yaml.safe_load(f)
+
+
+def load_results(directory):
+    """{module: results file content} for the modules that have one."""
+    results = {}
+    for module in MODULES:
+        path = Path(directory) / ('%s.json' % module)
+        if path.exists():
+            with open(path, encoding='utf-8') as f:
+                results[module] = json.load(f)
+    return results
+
+
+def cell_key(cell):
+    return json.dumps(cell, sort_keys=True)
+
+
+def value_text(value):
+    """A cell value as the YAML table writes it."""
+    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+
+
+def outcome_text(outcome):
+    if outcome is None:
+        return 'not run'
+    if outcome == 'ok':
+        return 'ok'
+    if outcome == 'fallback':
+        return 'ok, fallback warning'
+    if outcome.startswith('failed:'):
+        return 'fails at `%s`' % outcome.split(':', 1)[1]
+    return '`%s`' % outcome
+
+
+def short_text(outcome):
+    if outcome == 'ok':
+        return 'ok'
+    if outcome == 'fallback':
+        return 'ok ⚠'
+    if outcome.startswith('failed:'):
+        return '✗ %s' % outcome.split(':', 1)[1]
+    return '`%s`' % outcome
+
+
+class Module:
+    """One module's part of the table joined with its observed results."""
+
+    def __init__(self, name, section, notes, results):
+        self.name = name
+        self.rows = section['rows']
+        self.columns = section['columns']
+        self.cells = section['cells']
+        self.extra = section.get('extra') or []
+        self.note_numbers = dict((key, number) for number, key in enumerate(notes, 1))
+        self.results = results
+        observed = {}
+        for entry in (results or {}).get('cells', []):
+            observed[cell_key(entry['cell'])] = entry
+        self.observed = observed
+        known = set(cell_key(c) for c in self.cells + self.extra)
+        self.stale = [entry for key, entry in observed.items() if key not in known]
+
+    def entry(self, cell):
+        return self.observed.get(cell_key(cell))
+
+    def status(self, cell):
+        """'match', 'mismatch' or 'not run'."""
+        entry = self.entry(cell)
+        if entry is None:
+            return 'not run'
+        return 'match' if entry['observed'] == cell['expect'] else 'mismatch'
+
+    def counts(self):
+        counts = {'match': 0, 'mismatch': 0, 'not run': 0}
+        for cell in self.cells + self.extra:
+            counts[self.status(cell)] += 1
+        return counts
+
+    def notes_of(self, cell):
+        notes = cell.get('note') or []
+        if isinstance(notes, str):
+            notes = [notes]
+        return [self.note_numbers[n] for n in notes]
+
+    def mark(self, cell, compact=True):
+        """What a table cell of the page shows for one matrix cell."""
+        entry = self.entry(cell)
+        refs = self.notes_of(cell)
+        sup = '<sup>%s</sup>' % ','.join(str(n) for n in refs) if refs else ''
+        show = short_text if compact else outcome_text
+        if entry is None:
+            return '**NOT RUN** (expected %s)%s' % (show(cell['expect']), sup)
+        if entry['observed'] != cell['expect']:
+            return '**❌ MISMATCH: expected %s, observed %s**%s' % (show(cell['expect']), show(entry['observed']), sup)
+        return show(entry['observed']) + sup
+
+    def column_label(self, values):
+        parts = []
+        for key, value in zip(self.columns, values):
+            if key == 'send_mail':
+                parts.append('send' if value else 'no mail')
+            else:
+                parts.append(str(value))
+        return ', '.join(parts)
+
+    def grid(self):
+        """The cross product laid out as rows x columns (markdown lines)."""
+        row_values, column_values, slots = [], [], {}
+        for cell in self.cells:
+            row = tuple(cell[k] for k in self.rows)
+            column = tuple(cell[k] for k in self.columns)
+            if row not in row_values:
+                row_values.append(row)
+            if column not in column_values:
+                column_values.append(column)
+            slots[(row, column)] = cell
+        lines = ['| %s | %s |' % (' | '.join(self.rows), ' | '.join(self.column_label(c) for c in column_values)),
+                 '|%s|' % '|'.join(['---'] * (len(self.rows) + len(column_values)))]
+        for row in row_values:
+            marks = [self.mark(slots[(row, column)]) if (row, column) in slots else '' for column in column_values]
+            lines.append('| %s | %s |' % (' | '.join('`%s`' % v for v in row), ' | '.join(marks)))
+        return lines
+
+    def settings(self, cell):
+        keys = self.rows + self.columns
+        return ', '.join('%s=%s' % (k, value_text(v)) for k, v in cell.items() if k not in keys and k not in NOT_SETTINGS)
+
+    def extra_table(self):
+        lines = ['| %s | %s | settings | result |' % (' | '.join(self.rows), ' | '.join(self.columns)),
+                 '|%s|' % '|'.join(['---'] * (len(self.rows) + len(self.columns) + 2))]
+        for cell in self.extra:
+            lines.append('| %s | %s | %s | %s |' % (' | '.join('`%s`' % cell.get(k) for k in self.rows),
+                                                    ' | '.join('`%s`' % value_text(cell.get(k)) for k in self.columns),
+                                                    self.settings(cell), self.mark(cell, compact=False)))
+        return lines
+
+    def details(self):
+        """Every cell with the check name, what the module said and its time."""
+        lines = ['| check | expected | observed | time ms | TLS | detail |', '|---|---|---|---|---|---|']
+        for cell in self.cells + self.extra:
+            entry = self.entry(cell) or {}
+            observed = entry.get('observed')
+            flag = '' if observed == cell['expect'] else ' **❌**'
+            lines.append('| %s | %s | %s%s | %s | %s | %s |' % (
+                entry.get('name', '(not run) ' + self.settings(dict((k, v) for k, v in cell.items() if k not in self.rows))),
+                cell['expect'], observed or 'not run', flag, entry.get('time_ms', ''), entry.get('tls', ''),
+                str(entry.get('detail', '')).replace('|', '\\|')))
+        return lines
+
+
+def render(table, results, table_path=TABLE):
+    notes = table.get('notes') or {}
+    modules = [Module(name, table[name], notes, results.get(name)) for name in MODULES if name in table]
+    totals = {'match': 0, 'mismatch': 0, 'not run': 0}
+    for module in modules:
+        for key, value in module.counts().items():
+            totals[key] += value
+    cells = sum(totals.values())
+    try:
+        shown_path = Path(table_path).resolve().relative_to(ROOT)
+    except ValueError:
+        shown_path = Path(table_path)
+    out = ['# Expectation matrix', '',
+           '<!-- Generated by tests/matrix/render.py (make matrix-docs) from %s (table sha256 %s) and the results'
+           ' of `make integration`. Do not edit: change the table, run the integration targets, regenerate. -->'
+           % (shown_path, table_digest(table_path)), '',
+           'Every cell of the expectation table (`%s`) run through Ansible against the Docker lab (Postfix + Dovecot) by'
+           ' the integration targets `smtp_check_matrix`, `pop3_check_matrix` and `mail_roundtrip_matrix`, with the'
+           ' outcome that was **observed**. Expectations were written from the documentation of each `tls_mode` and'
+           ' the lab configuration before the cells were run.' % shown_path, '']
+    if totals['mismatch'] or totals['not run']:
+        wrong = totals['mismatch'] + totals['not run']
+        out += ['> [!CAUTION]',
+                '> **%d OF %d CELLS DO NOT SHOW WHAT THE TABLE EXPECTS: %d MISMATCH, %d NOT RUN.** They are marked'
+                ' ❌ MISMATCH / NOT RUN below.' % (wrong, cells, totals['mismatch'], totals['not run']), '']
+    else:
+        out += ['**All %d cells observed as the table expects.**' % cells, '']
+    out += ['| module | cells | as expected | mismatch | not run | run (UTC) | seconds |', '|---|---|---|---|---|---|---|']
+    for module in modules:
+        counts = module.counts()
+        run = module.results or {}
+        when = '%s, ansible-core %s, %s lab' % (run['started'], run.get('ansible_version'), run.get('lab', {}).get('kind')) if run else '—'
+        out.append('| `%s` | %d | %d | %s | %s | %s | %s |' % (
+            module.name, sum(counts.values()), counts['match'],
+            '**%d**' % counts['mismatch'] if counts['mismatch'] else '0',
+            '**%d**' % counts['not run'] if counts['not run'] else '0', when, run.get('seconds', '—')))
+    out += ['', 'Legend: `ok` succeeded with TLS as asked (plaintext for `tls_mode=none`); `ok ⚠` succeeded without TLS'
+            ' and warned "continued without TLS"; `✗ stage` failed at that stage; numbers are the notes at the end.', '']
+    mismatches = [(m, c) for m in modules for c in m.cells + m.extra if m.status(c) == 'mismatch']
+    if mismatches:
+        out += ['## ❌ Mismatches', '']
+        for module, cell in mismatches:
+            entry = module.entry(cell)
+            out.append('- `%s` **%s**: expected %s, observed %s — %s' % (
+                module.name, entry['name'], outcome_text(cell['expect']), outcome_text(entry['observed']), entry.get('detail', '')))
+        out.append('')
+    for module in modules:
+        out += ['## `%s`' % module.name, '']
+        sink = (module.results or {}).get('mail_sink')
+        if sink:
+            out += ['Mails sent by the `send` cells: %s, found in the mailbox `%s`: %s (then deleted).%s' % (
+                sink['expected'], sink['mailbox'], sink['found'], '' if sink['found'] == sink['expected'] else ' **❌ MISMATCH**'), '']
+        out += module.grid() + ['']
+        if module.extra:
+            out += ['Cells outside the cross product:', ''] + module.extra_table() + ['']
+        if module.stale:
+            out += ['**The results file holds %d cells that are no longer in the table (run the integration targets'
+                    ' again).**' % len(module.stale), '']
+        out += ['<details><summary>Every %s cell with what the module said</summary>' % module.name, '']
+        out += module.details() + ['', '</details>', '']
+    out += ['## Notes', '']
+    for number, (key, text) in enumerate(notes.items(), 1):
+        out.append('%d. **%s**: %s' % (number, key, ' '.join(str(text).split())))
+    out.append('')
+    return '\n'.join(out), totals
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser.add_argument('--table', default=str(TABLE))
+    parser.add_argument('--results', default=str(RESULTS))
+    parser.add_argument('--output', default=str(OUTPUT))
+    args = parser.parse_args(argv)
+    text, totals = render(load_table(args.table), load_results(args.results), args.table)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text, encoding='utf-8')
+    cells = sum(totals.values())
+    print('%s: %d cells, %d as expected, %d mismatch, %d not run' % (args.output, cells, totals['match'],
+                                                                     totals['mismatch'], totals['not run']))
+    if totals['mismatch'] or totals['not run']:
+        print('*** %d CELLS DO NOT SHOW WHAT THE TABLE EXPECTS (see %s) ***'
+              % (totals['mismatch'] + totals['not run'], args.output), file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
