@@ -359,23 +359,13 @@ def clear_stale(state: Path, priv: PrivateEngine, log: Callable[[str], None]) ->
 def _shim_pids(priv: PrivateEngine) -> list[int]:
     """containerd shims of the private engine (they outlive dockerd for a moment)."""
     needle = str(priv.exec_root).encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"containerd-shim" in cmdline.split(b"\0", 1)[0] and needle in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return _pids(lambda pid, cmd: b"containerd-shim" in cmd.split(b"\0", 1)[0] and needle in cmd)
 
 
 def _wait_shims(priv: PrivateEngine, log: Callable[[str], None], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = [p for p in _shim_pids(priv) if pid_alive(p)]
+        pids = _shim_pids(priv)
         if not pids:
             return
         time.sleep(0.1)
