@@ -14,9 +14,9 @@ Ways measured (path: submission 587 STARTTLS + AUTH -> POP3S 995 APOP, lab CA):
                           proposed change, measured by wrapping it in functools.lru_cache)
   ansible forks           ansible-playbook, 15 inventory hosts (ansible_connection: local), one
                           per mailbox, forks=15, mail_roundtrip in a loop of K per host
-  ansible batch (proto)   ansible-playbook, one task on localhost running the prototype
-                          bench/ansible/library/mail_roundtrip_batch.py: all round trips in
-                          threads inside one module process
+  ansible batch           ansible-playbook, one task on localhost running
+                          mailops.health.mail_roundtrip_batch: all round trips in threads inside
+                          one module process
 After each way: every mailbox must be empty (Maildir new/ + cur/) and nothing queued for them.
 """
 
@@ -91,7 +91,7 @@ def ansible_env(counter_out) -> dict:
     env.update(ANSIBLE_COLLECTIONS_PATH=str(collections_root()), ANSIBLE_LOCALHOST_WARNING='0',
                ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_NOCOLOR='1', ANSIBLE_HOST_KEY_CHECKING='0',
                ANSIBLE_CALLBACK_PLUGINS=str(ANSIBLE_DIR / 'callback_plugins'),
-               ANSIBLE_LIBRARY=str(ANSIBLE_DIR / 'library'), ANSIBLE_PIPELINING='1',
+               ANSIBLE_PIPELINING='1',
                ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal', ANSIBLE_DISPLAY_OK_HOSTS='0',
                ANSIBLE_PYTHON_INTERPRETER=PYTHON, BENCH_COUNTER_OUT=str(counter_out))
     return env
@@ -179,7 +179,7 @@ def run(lab, core_seconds=30, bundle_seconds=15, loop_per_host=6, batch_rounds=2
     ways[-1]['after'] = settle_and_check(lab, BENCH_ACCOUNTS)
 
     batch = [probes[u] for _round in range(batch_rounds) for u in BENCH_ACCOUNTS]
-    ways.append(run_playbook(lab, 'ansible batch (prototype)', ANSIBLE_DIR / 'batch.yml', 'localhost,',
+    ways.append(run_playbook(lab, 'ansible batch', ANSIBLE_DIR / 'batch.yml', 'localhost,',
                              {'bench_batch': batch, 'bench_parallel': len(BENCH_ACCOUNTS)}, 1, len(batch), progress))
     ways[-1]['after'] = settle_and_check(lab, BENCH_ACCOUNTS)
 

@@ -50,3 +50,27 @@ def pop3_auth(prefix='', default='password'):
     required_if = [('pop3_auth', 'password', (prefix + 'username', prefix + 'password')),
                    ('pop3_auth', 'apop', (prefix + 'username', prefix + 'password'))]
     return spec, required_if
+
+
+def roundtrip_spec():
+    """mail_roundtrip's options, written once: its own argument spec, and the spec each probe of
+    mail_roundtrip_batch is checked against. Returns (spec, required_if); fresh dicts every call."""
+    smtp_auth_spec, required_if = smtp_auth(prefix='smtp_')
+    spec = dict((key, dict(value)) for key, value in COMMON.items())
+    spec.update(endpoint('smtp_', tls_default='starttls_if_available'))
+    spec.update(endpoint('pop3_', tls_default='starttls_if_available'))
+    spec.update(smtp_auth_spec)
+    # A round trip always reads a mailbox: POP3 credentials are required whatever pop3_auth says.
+    spec.update(pop3_auth()[0])
+    spec['pop3_auth']['choices'] = ['password', 'apop']
+    spec['pop3_username']['required'] = True
+    spec['pop3_password']['required'] = True
+    spec.update(
+        mail_from=dict(type='str', required=True),
+        mail_to=dict(type='str', required=True),
+        subject_prefix=dict(type='str', default=''),
+        connection_interval=dict(type='float', default=5),
+        max_trip_time=dict(type='int', default=30),
+        cleanup_stale=dict(type='bool', default=False),
+    )
+    return spec, required_if

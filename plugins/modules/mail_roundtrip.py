@@ -235,25 +235,8 @@ from ansible_collections.mailops.health.plugins.module_utils._runner import run
 
 
 def main():
-    smtp_auth_spec, smtp_required = _args.smtp_auth(prefix='smtp_')
-    pop3_auth_spec, _pop3_required = _args.pop3_auth()
-    spec = dict(_args.COMMON)
-    spec.update(_args.endpoint('smtp_', tls_default='starttls_if_available'))
-    spec.update(_args.endpoint('pop3_', tls_default='starttls_if_available'))
-    spec.update(smtp_auth_spec)
-    spec.update(pop3_auth_spec)
-    spec['pop3_auth']['choices'] = ['password', 'apop']
-    spec['pop3_username']['required'] = True
-    spec['pop3_password']['required'] = True
-    spec.update(
-        mail_from=dict(type='str', required=True),
-        mail_to=dict(type='str', required=True),
-        subject_prefix=dict(type='str', default=''),
-        connection_interval=dict(type='float', default=5),
-        max_trip_time=dict(type='int', default=30),
-        cleanup_stale=dict(type='bool', default=False),
-    )
-    module = AnsibleModule(argument_spec=spec, required_if=smtp_required, supports_check_mode=True)
+    spec, required_if = _args.roundtrip_spec()
+    module = AnsibleModule(argument_spec=spec, required_if=required_if, supports_check_mode=True)
     run(module, mail_roundtrip, module.check_mode)
 
 

@@ -138,3 +138,10 @@ def test_bad_input(lab, field, value, stage):
         mail_roundtrip(params)
     assert info.value.stage == stage
     assert field in info.value.message
+
+
+def test_long_subject_prefix_is_found_although_folded(lab):
+    lab.store.clear('bob')
+    result = mail_roundtrip(roundtrip_params(lab, subject_prefix='[a prefix long enough to make the subject fold]'))
+    assert result['deleted'] is True
+    assert lab.store.messages('bob') == []

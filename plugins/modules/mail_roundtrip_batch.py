@@ -1,0 +1,310 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mailops.health developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: mail_roundtrip_batch
+short_description: Run many mail round trips in one task
+version_added: 0.1.0
+description:
+  - Runs many round trips of M(mailops.health.mail_roundtrip) in one module run, in threads. Ansible's cost per task
+    (a fork, the module transfer, a Python start) is paid once for the whole batch instead of once per round trip.
+  - Each probe sends a mail with a fresh token over SMTP, waits until exactly that mail is in its POP3 mailbox and
+    deletes it, exactly as M(mailops.health.mail_roundtrip) does.
+  - Probes that read the same POP3 mailbox (same host, port and user) run one after another; up to O(parallel)
+    mailboxes are worked on at once.
+  - >-
+    Every probe is checked against the options of M(mailops.health.mail_roundtrip) before anything is sent; one
+    invalid probe fails the task at stage C(input), naming the probe (C(probes[3]: missing required arguments:
+    pop3_password)).
+author:
+  - mailops.health developers (@mailops-health)
+attributes:
+  check_mode:
+    description:
+      - In check mode every probe connects and logs in on both sides, sends nothing and deletes nothing, as
+        M(mailops.health.mail_roundtrip) does in check mode.
+    support: full
+  diff_mode:
+    description: Returns no diff.
+    support: none
+options:
+  probes:
+    description:
+      - The round trips to run. Each is a dictionary of the options of M(mailops.health.mail_roundtrip), for example
+        O(mailops.health.mail_roundtrip#module:mail_to), O(mailops.health.mail_roundtrip#module:pop3_username),
+        O(mailops.health.mail_roundtrip#module:pop3_password) and O(mailops.health.mail_roundtrip#module:max_trip_time),
+        with the same types, choices, defaults and requirements.
+      - Each probe is laid over O(defaults); a key set to V(null) in a probe counts as not set.
+      - The passwords (O(mailops.health.mail_roundtrip#module:smtp_password),
+        O(mailops.health.mail_roundtrip#module:pop3_password)) are masked in the result, the warnings and the
+        module's log; the other values, such as host and user names, are not.
+      - Must hold at least one probe.
+    type: list
+    elements: dict
+    required: true
+  defaults:
+    description:
+      - Options of M(mailops.health.mail_roundtrip) shared by every probe, such as
+        O(mailops.health.mail_roundtrip#module:smtp_host), O(mailops.health.mail_roundtrip#module:pop3_host) and
+        O(mailops.health.mail_roundtrip#module:ca_path). A probe's own value wins.
+    type: dict
+    default: {}
+  parallel:
+    description:
+      - How many mailboxes are worked on at once, between V(1) and V(200). Probes on one mailbox always run one after
+        another, so more than the number of distinct mailboxes gains nothing.
+    type: int
+    default: 10
+  fail_on:
+    description:
+      - V(any) fails the task when any probe fails, V(all) only when every probe fails, V(none) never. A task that
+        does not fail still reports failed probes in RV(failed_count) and RV(results).
+      - Invalid input fails the task whatever this says.
+    type: str
+    choices: [any, all, none]
+    default: any
+notes:
+  - A failed task carries the C(stage) of its first failed probe, and each failed probe its own C(stage) in
+    RV(results), with the values M(mailops.health.mail_roundtrip) uses plus V(internal) for a bug met by one probe
+    (that probe fails, the others go on).
+  - Only the Python standard library is needed on the managed node.
+seealso:
+  - module: mailops.health.mail_roundtrip
+'''
+
+EXAMPLES = r'''
+- name: A mail sent now arrives in every monitored mailbox within 60 s
+  mailops.health.mail_roundtrip_batch:
+    defaults:
+      smtp_host: mx.example.com
+      smtp_port: 587
+      smtp_tls_mode: starttls
+      smtp_auth: password
+      smtp_username: monitor@example.com
+      smtp_password: "{{ vault_monitor_password }}"
+      mail_from: monitor@example.com
+      pop3_host: pop.example.com
+      pop3_tls_mode: tls
+      pop3_auth: apop
+      max_trip_time: 60
+      warning_ms: 5000
+    # One probe per mailbox of the list monitored_mailboxes (items with address, user, password).
+    probes: >-
+      {%- set probes = [] -%}
+      {%- for box in monitored_mailboxes -%}
+      {%- set added = probes.append({'mail_to': box.address, 'pop3_username': box.user, 'pop3_password': box.password}) -%}
+      {%- endfor -%}
+      {{ probes }}
+    parallel: 20
+  register: trips
+
+- name: Show the slowest round trip
+  ansible.builtin.debug:
+    msg: "{{ trips.ok }} round trips in {{ trips.wall_ms }} ms; slowest {{ trips.results | map(attribute='trip_time_ms') | max }} ms"
+
+- name: Report failed mailboxes without failing the play
+  mailops.health.mail_roundtrip_batch:
+    defaults: "{{ roundtrip_defaults }}"
+    probes:
+      - {mail_to: sales@example.com, pop3_username: sales, pop3_password: "{{ vault_sales_password }}"}
+      - {mail_to: support@example.com, pop3_username: support, pop3_password: "{{ vault_support_password }}"}
+    fail_on: none
+  register: trips
+
+- name: List the mailboxes that did not receive their mail
+  ansible.builtin.debug:
+    msg: "{{ item.mailbox }} failed at {{ item.stage }}: {{ item.msg }}"
+  loop: "{{ trips.results | rejectattr('ok') }}"
+  loop_control:
+    label: "{{ item.mailbox }}"
+'''
+
+RETURN = r'''
+results:
+  description: One entry per probe, in the order of O(probes).
+  returned: when the probes ran
+  type: list
+  elements: dict
+  sample:
+    - {"index": 0, "mailbox": "rt06@pop.example.com:995", "ok": true, "status": "up", "token": "5f0c1d2e3a4b4c5d8e9f0a1b2c3d4e5f",
+       "sent": true, "trip_time_ms": 112.5, "total_ms": 31.2, "attempts": 2, "stale_deleted": 0}
+    - {"index": 1, "mailbox": "rt07@pop.example.com:995", "ok": false, "status": "down", "token": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
+       "sent": false, "trip_time_ms": null, "total_ms": null, "attempts": 0, "stale_deleted": 0, "stage": "login",
+       "msg": "pop3 pop.example.com:995: login failed: -ERR [AUTH] Authentication failed."}
+  contains:
+    index:
+      description: Position of the probe in O(probes), from 0.
+      returned: always
+      type: int
+      sample: 0
+    mailbox:
+      description: The POP3 mailbox the probe read, as C(user@host:port).
+      returned: always
+      type: str
+      sample: rt06@pop.example.com:995
+    ok:
+      description: Whether the probe succeeded.
+      returned: always
+      type: bool
+      sample: true
+    status:
+      description: As RV(mailops.health.mail_roundtrip#module:status) of M(mailops.health.mail_roundtrip).
+      returned: always
+      type: str
+      sample: up
+    token:
+      description: The random token of the probe's test mail; V(null) when the probe failed before it was made.
+      returned: always
+      type: str
+      sample: 5f0c1d2e3a4b4c5d8e9f0a1b2c3d4e5f
+    sent:
+      description: Whether the test mail was sent (V(false) in check mode).
+      returned: always
+      type: bool
+      sample: true
+    trip_time_ms:
+      description: Milliseconds from the SMTP server accepting the mail to the probe seeing it in the mailbox;
+        V(null) when it was not seen.
+      returned: always
+      type: float
+      sample: 112.5
+    total_ms:
+      description: SMTP response time plus POP3 response time, in milliseconds; V(null) when the probe failed before
+        both were measured.
+      returned: always
+      type: float
+      sample: 31.2
+    attempts:
+      description: How many times the mailbox was checked after sending.
+      returned: always
+      type: int
+      sample: 2
+    stale_deleted:
+      description: How many leftovers of earlier runs O(mailops.health.mail_roundtrip#module:cleanup_stale) deleted.
+      returned: always
+      type: int
+      sample: 0
+    stage:
+      description: Where the probe failed, as RV(mailops.health.mail_roundtrip#module:stage), or V(internal).
+      returned: when the probe failed
+      type: str
+      sample: timeout
+    msg:
+      description: What failed, naming the protocol, host and port.
+      returned: when the probe failed
+      type: str
+      sample: "pop3 pop.example.com:995: login failed: -ERR [AUTH] Authentication failed."
+    transcript:
+      description: The probe's dialogues with secrets masked, as RV(mailops.health.mail_roundtrip#module:transcript).
+      returned: when the probe set O(mailops.health.mail_roundtrip#module:transcript=true)
+      type: list
+      elements: str
+      sample: ["-- connected to pop3 127.0.0.1:110", "S: +OK ready"]
+ok:
+  description: How many probes succeeded.
+  returned: when the probes ran
+  type: int
+  sample: 299
+failed_count:
+  description: How many probes failed.
+  returned: when the probes ran
+  type: int
+  sample: 1
+wall_ms:
+  description: Milliseconds from the first probe starting to the last one ending.
+  returned: when the probes ran
+  type: float
+  sample: 14210.4
+round_trips_per_minute:
+  description: Successful probes per minute of RV(wall_ms).
+  returned: when the probes ran
+  type: float
+  sample: 1266.5
+changed:
+  description: V(true) only when O(mailops.health.mail_roundtrip#module:cleanup_stale) of some probe deleted a leftover of
+    an earlier run.
+  returned: always
+  type: bool
+  sample: false
+stage:
+  description: Where the task failed; V(input) for invalid input, else the stage of the first failed probe.
+  returned: on failure
+  type: str
+  sample: login
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import UnsupportedError
+
+from ansible_collections.mailops.health.plugins.module_utils import _args
+from ansible_collections.mailops.health.plugins.module_utils._roundtrip import FAIL_ON, mail_roundtrip_batch
+from ansible_collections.mailops.health.plugins.module_utils._runner import run
+
+
+def set_values(params):
+    """The keys of a probe (or of defaults) that are set: null counts as not set."""
+    return dict((key, value) for key, value in (params or {}).items() if value is not None)
+
+
+def problems(validator, params, secrets):
+    """Validate params against mail_roundtrip's spec; collects the no_log values (also of an invalid
+    or unknown key, which may be a mistyped password) into secrets and returns the error messages."""
+    result = validator.validate(params)
+    secrets.update(result._no_log_values)
+    messages = []
+    for error in result.errors:
+        if isinstance(error, UnsupportedError):
+            known = validator.argument_spec
+            secrets.update(value for key, value in params.items() if key not in known and isinstance(value, str))
+            messages.append('unsupported parameters: %s' % error.msg)
+        else:
+            messages.append(error.msg)
+    return result.validated_parameters, messages
+
+
+def checked_probes(module):
+    """Every probe laid over defaults and validated against mail_roundtrip's own spec; the task fails
+    at stage input, naming the probes, before anything is sent."""
+    spec, required_if = _args.roundtrip_spec()
+    # probes and defaults are no_log in the spec only so that the invocation log (syslog or journal
+    # on the managed node) never holds a password; their other values (host and user names) are
+    # not secret, so only the passwords found below stay masked.
+    module.no_log_values.clear()
+    secrets = set()
+    loose = ArgumentSpecValidator(dict((key, dict(option, required=False, default=None)) for key, option in spec.items()))
+    defaults = set_values(module.params['defaults'])
+    errors = ['defaults: %s' % message for message in problems(loose, defaults, secrets)[1]]
+    # Invalid defaults would fail every probe again: then only they are reported, but the probes
+    # are still read for their passwords.
+    report = not errors
+    strict = ArgumentSpecValidator(spec, required_if=required_if)
+    probes = []
+    for index, probe in enumerate(module.params['probes']):
+        validated, messages = problems(strict, dict(defaults, **set_values(probe)), secrets)
+        if report:
+            errors.extend('probes[%d]: %s' % (index, message) for message in messages)
+        probes.append(validated)
+    module.no_log_values.update(str(secret) for secret in secrets)
+    if errors:
+        module.fail_json(msg='; '.join(errors), stage='input')
+    return probes
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        probes=dict(type='list', elements='dict', required=True, no_log=True),
+        defaults=dict(type='dict', default={}, no_log=True),
+        parallel=dict(type='int', default=10),
+        fail_on=dict(type='str', choices=list(FAIL_ON), default='any'),
+    ), supports_check_mode=True)
+    run(module, mail_roundtrip_batch, checked_probes(module), module.check_mode)
+
+
+if __name__ == '__main__':
+    main()
