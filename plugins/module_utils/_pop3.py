@@ -123,6 +123,17 @@ class Pop3Client:
             entries[int(parts[0])] = parts[1]
         return entries
 
+    def uid(self, number):
+        """UIDL of one message (a single-line answer), or None when the server refuses."""
+        self.session.send_line('search', 'UIDL %d' % number)
+        ok, text = self.status('search')
+        parts = text.split()
+        if not ok:
+            return None
+        if len(parts) < 2 or parts[0] != str(number):
+            raise self.session.error('search', 'malformed UIDL reply %r' % text[:200])
+        return parts[1]
+
     def headers(self, number):
         """The header lines of one message: TOP n 0, or RETR when the server has no TOP."""
         self.session.send_line('search', 'TOP %d 0' % number)

@@ -24,6 +24,8 @@ TOKEN_HEADER = 'X-Mailops-Roundtrip'
 SUBJECT_MARK = 'mailops.health round trip'
 # A healthy system delivers within milliseconds: the first check comes that soon (see bench/).
 FIRST_CHECK_DELAY = 0.01
+# More new messages than this since the previous check: one full UIDL listing is cheaper.
+APPENDED_LIMIT = 20
 _TOKEN = re.compile(r'^[0-9a-f]{32}$')
 _SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth')
 
@@ -107,13 +109,38 @@ class Mailbox:
         self.transcript = transcript
         self.seen = set()
         self.locked = 0
+        # (message count, UIDL of the last message) at the previous full listing or check.
+        self.tail = None
+
+    def appended(self, client):
+        """The numbers of the messages that arrived since the previous check, or None when that
+        cannot be told cheaply. POP3 only appends: if the message that was last then still has
+        the same number and UIDL, nothing before it was removed and the new ones follow it, so
+        a large mailbox costs STAT and a few single UIDLs instead of a full listing."""
+        if self.tail is None:
+            return None
+        count = client.stat()[0]
+        last_count, last_uid = self.tail
+        if count < last_count or count - last_count > APPENDED_LIMIT:
+            return None
+        if last_count and client.uid(last_count) != last_uid:
+            return None
+        return range(count, last_count, -1)
 
     def new_messages(self, client):
         """(number, uid) of the messages not looked at yet, newest first."""
+        numbers = self.appended(client)
+        if numbers is not None:
+            new = [(n, client.uid(n)) for n in numbers]
+            if all(uid is not None for _n, uid in new):
+                self.tail = (numbers[0], new[0][1]) if new else self.tail
+                return [(n, uid) for n, uid in new if uid not in self.seen]
         uids = client.listing('UIDL', 'search')
         if uids is None:
             # No UIDL: every message is new to us in every session (LIST numbers only).
             return [(n, None) for n in sorted(client.listing('LIST', 'search') or {}, reverse=True)]
+        count = max(uids) if uids else 0
+        self.tail = (count, uids.get(count))
         return [(n, uid) for n, uid in sorted(uids.items(), reverse=True) if uid not in self.seen]
 
     def visit(self, timeout, token=None, stale_before=None):

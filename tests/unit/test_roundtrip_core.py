@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.mailops.health.plugins.module_utils import _roundtrip
 from ansible_collections.mailops.health.plugins.module_utils._probe import ProbeError
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import mail_roundtrip
+from lab.embedded import EmbeddedLab
 
 from .helpers import roundtrip_params
 
@@ -145,3 +146,24 @@ def test_long_subject_prefix_is_found_although_folded(lab):
     result = mail_roundtrip(roundtrip_params(lab, subject_prefix='[a prefix long enough to make the subject fold]'))
     assert result['deleted'] is True
     assert lab.store.messages('bob') == []
+
+
+def test_checks_after_the_first_read_only_what_was_appended():
+    """In a full mailbox each check costs STAT and single UIDLs, not a listing of every message."""
+    with EmbeddedLab(faults={'smtp': ['deliver_late:0.5']}) as lab:
+        foreign = [lab.store.add('bob', b'Subject: old %d\r\n\r\nbody\r\n' % i) for i in range(300)]
+        result = mail_roundtrip(roundtrip_params(lab, connection_interval=0.1))
+        assert result['attempts'] >= 3
+        assert result['transcript'].count('C: UIDL') == 1  # the full listing before sending, only
+        assert [m.uid for m in lab.store.messages('bob')] == foreign
+
+
+def test_a_message_removed_meanwhile_falls_back_to_a_full_listing():
+    with EmbeddedLab(faults={'smtp': ['deliver_late:0.6']}) as lab:
+        foreign = [lab.store.add('bob', b'Subject: old %d\r\n\r\nbody\r\n' % i) for i in range(50)]
+        # Another client deletes the last foreign message while the probe waits for its mail.
+        threading.Timer(0.3, lab.store.delete, ('bob', [foreign[-1]])).start()
+        result = mail_roundtrip(roundtrip_params(lab, connection_interval=0.1))
+        assert result['deleted'] is True
+        assert result['transcript'].count('C: UIDL') >= 2
+        assert [m.uid for m in lab.store.messages('bob')] == foreign[:-1]
