@@ -39,7 +39,7 @@ class Pop3Client:
             return True, line[4:]
         if line.startswith('-ERR'):
             return False, line[5:]
-        raise self.session.error(stage, 'malformed reply %r' % line[:200])
+        raise self.session.error(stage, 'malformed reply %s' % self.session.quote(line))
 
     def command(self, stage, line, what, shown=None):
         self.session.send_line(stage, line, shown)
@@ -106,7 +106,7 @@ class Pop3Client:
         text = self.command('stat', 'STAT', 'STAT')
         parts = text.split()
         if len(parts) < 2 or not is_number(parts[0]) or not is_number(parts[1]):
-            raise self.session.error('stat', 'malformed STAT reply %r' % text[:200])
+            raise self.session.error('stat', 'malformed STAT reply %s' % self.session.quote(text))
         return int(parts[0]), int(parts[1])
 
     def listing(self, command, stage):
@@ -119,7 +119,7 @@ class Pop3Client:
         for line in self.multiline(stage, record=False):
             parts = line.split()
             if len(parts) < 2 or not is_number(parts[0]):
-                raise self.session.error(stage, 'malformed %s line %r' % (command, line[:200]))
+                raise self.session.error(stage, 'malformed %s line %s' % (command, self.session.quote(line)))
             entries[int(parts[0])] = parts[1]
         return entries
 
@@ -131,7 +131,7 @@ class Pop3Client:
         if not ok:
             return None
         if len(parts) < 2 or parts[0] != str(number):
-            raise self.session.error('search', 'malformed UIDL reply %r' % text[:200])
+            raise self.session.error('search', 'malformed UIDL reply %s' % self.session.quote(text))
         return parts[1]
 
     def headers(self, number):

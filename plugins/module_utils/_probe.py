@@ -181,6 +181,11 @@ class Session:
             text = text.replace(secret, MASK)
         return text
 
+    def quote(self, text, limit=200):
+        """Server text for an error message: secrets masked first, then cut and escaped, so
+        neither the cut nor the escaping can let part of a secret through."""
+        return repr(self.redact(text)[:limit])
+
     def error(self, stage, what):
         return ProbeError(stage, '%s: %s' % (self.label, self.redact(what)))
 
@@ -201,7 +206,9 @@ class Session:
 
     def open(self, implicit_tls):
         """Resolve and connect (trying every address), then start TLS at once if asked."""
-        self.deadline = time.monotonic() + self.timeout
+        if self.deadline is None:
+            # One deadline per check: a tls_if_available reconnect in plaintext does not extend it.
+            self.deadline = time.monotonic() + self.timeout
         try:
             addresses = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
         except socket.gaierror as e:

@@ -109,7 +109,7 @@ class SmtpClient:
             if size > MAX_RESPONSE:
                 raise self.session.error(stage, 'reply larger than %d bytes' % MAX_RESPONSE)
             if len(line) < 3 or not is_number(line[:3]) or (len(line) > 3 and line[3] not in ' -'):
-                raise self.session.error(stage, 'malformed reply %r' % line[:200])
+                raise self.session.error(stage, 'malformed reply %s' % self.session.quote(line))
             lines.append(line[4:])
             if len(line) == 3 or line[3] == ' ':
                 return int(line[:3]), lines

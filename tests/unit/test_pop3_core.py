@@ -130,3 +130,24 @@ def test_plaintext_check_makes_no_tls_context(lab):
     ssl_context.cache_clear()
     pop3_check(pop3_params(lab, 'pop3_plain', 'none', ca_path='/nonexistent/ca.pem'))
     assert ssl_context.cache_info().misses == 0
+
+
+@pytest.mark.parametrize('password,padding', [('back\\slash-pw', 0), ('long-secret-password', 170)],
+                         ids=['escaped-by-repr', 'straddles-the-cut'])
+def test_password_echoed_in_a_malformed_reply_is_masked(password, padding):
+    """A broken server that echoes the PASS line: the quoted reply never shows the password,
+    neither escaped by repr() nor cut in half by the length limit."""
+    from lab.embedded import EmbeddedLab
+
+    async def echo(conn, arg):
+        await conn.push('%sunknown command: PASS %s' % ('x' * padding, arg))
+        return True
+
+    with EmbeddedLab(accounts={'eve': password}, hooks={'pop3': {'PASS': echo}}) as lab:
+        with pytest.raises(ProbeError) as info:
+            pop3_check(pop3_params(lab, 'pop3', 'starttls', pop3_auth='password', user='eve'))
+    assert info.value.stage == 'login'
+    assert 'malformed reply' in info.value.message
+    text = info.value.message + repr(info.value.result)
+    for fragment in (password, repr(password)[1:-1], password[:8]):
+        assert fragment not in text
