@@ -137,17 +137,6 @@ def node(engine, ssh_key, tmp_path_factory):
         engine.client.api.remove_container(container.id, force=True)
 
 
-@pytest.fixture(scope='module')
-def collections_path(tmp_path_factory):
-    work = tmp_path_factory.mktemp('galaxy')
-    subprocess.run([str(BIN / 'ansible-galaxy'), 'collection', 'build', str(ROOT), '--output-path', str(work)],
-                   check=True, capture_output=True, text=True)
-    tarball, = work.glob('mailops-health-*.tar.gz')
-    subprocess.run([str(BIN / 'ansible-galaxy'), 'collection', 'install', str(tarball), '-p', str(work / 'collections')],
-                   check=True, capture_output=True, text=True)
-    return work / 'collections'
-
-
 def test_node_python_is_bare(node):
     _port, _known_hosts, container = node
     probe = ('import json, os, site; print(json.dumps({p: sorted(os.listdir(p)) for p in site.getsitepackages()'
@@ -163,7 +152,7 @@ def test_node_python_is_bare(node):
     assert out.strip() == b'', out
 
 
-def test_roundtrip_runs_on_the_remote_node(lab, node, ssh_key, collections_path, tmp_path):
+def test_roundtrip_runs_on_the_remote_node(lab, node, ssh_key, installed_collections, tmp_path):
     port, known_hosts, container = node
     accounts = {a['username']: a for a in lab['accounts']}
     inventory = tmp_path / 'inventory.json'
@@ -174,7 +163,7 @@ def test_roundtrip_runs_on_the_remote_node(lab, node, ssh_key, collections_path,
     variables = tmp_path / 'vars.json'
     variables.write_text(json.dumps({'remote_lab': {'host': lab['host'], 'ports': lab['ports'], 'ca_path': lab['ca_path']},
                                      'remote_sender': accounts[SENDER], 'remote_mailbox': accounts[MAILBOX]}))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_NOCOLOR='1',
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed_collections), ANSIBLE_NOCOLOR='1',
                ANSIBLE_HOST_KEY_CHECKING='True', PATH='%s:%s' % (BIN, os.environ['PATH']))
     run = subprocess.run([str(BIN / 'ansible-playbook'), '-i', str(inventory), str(HERE / 'roundtrip.yml'),
                           '-e', '@%s' % variables], cwd=str(tmp_path), env=env, capture_output=True, text=True,

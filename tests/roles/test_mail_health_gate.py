@@ -59,18 +59,10 @@ def test_common_options_are_the_shared_ones():
     assert set(common) == set(_args.COMMON)
 
 
-@pytest.fixture(scope='module')
-def collections_path(tmp_path_factory):
-    tree = tmp_path_factory.mktemp('collections')
-    (tree / 'ansible_collections' / 'mailops').mkdir(parents=True)
-    os.symlink(ROOT, tree / 'ansible_collections' / 'mailops' / 'health')
-    return tree
-
-
-def play(collections_path, tmp_path, playbook, extra_vars, *args):
+def play(source_collections, tmp_path, playbook, extra_vars, *args):
     vars_file = tmp_path / 'vars.json'
     vars_file.write_text(json.dumps(dict(extra_vars, ansible_python_interpreter=sys.executable)))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='0',
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(source_collections), ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='0',
                ANSIBLE_INVENTORY_UNPARSED_WARNING='0', PATH='%s:%s' % (BIN, os.environ['PATH']))
     run = subprocess.run([str(BIN / 'ansible-playbook'), str(playbook), '-e', '@%s' % vars_file] + list(args),
                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -117,9 +109,9 @@ def summary(stdout):
     return [json.loads(line.strip().rstrip(',')) for line in stdout[start:].splitlines()[:8] if line.strip().startswith('"')]
 
 
-def test_gate_reports_every_check_and_fails_with_the_failing_ones(lab, collections_path, tmp_path):
+def test_gate_reports_every_check_and_fails_with_the_failing_ones(lab, source_collections, tmp_path):
     variables = {'mail_health_gate_checks': checks(lab)[:2] + checks(lab)[3:], 'mail_health_gate_common': {'ca_path': lab.ca_path}}
-    run, output = play(collections_path, tmp_path, gate_playbook(tmp_path), variables, '-v')
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path), variables, '-v')
     assert run.returncode == 2, output
     lines = summary(run.stdout)
     assert lines[0].split()[:3] == ['CHECK', 'RESULT', 'TYPE']
@@ -137,25 +129,25 @@ def test_gate_reports_every_check_and_fails_with_the_failing_ones(lab, collectio
     assert lab.store.messages('rt01') == []
 
 
-def test_gate_fails_on_a_wrong_password_without_showing_it(lab, collections_path, tmp_path):
+def test_gate_fails_on_a_wrong_password_without_showing_it(lab, source_collections, tmp_path):
     variables = {'mail_health_gate_checks': checks(lab, bad_password=True)[2:3], 'mail_health_gate_common': {'ca_path': lab.ca_path}}
-    run, output = play(collections_path, tmp_path, gate_playbook(tmp_path), variables, '-vvv')
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path), variables, '-vvv')
     assert run.returncode == 2, output
     assert 'pop3 apop (pop3) at stage login' in output
     assert 'not-the-password-42' not in output
 
 
-def test_gate_can_only_report(lab, collections_path, tmp_path):
+def test_gate_can_only_report(lab, source_collections, tmp_path):
     variables = {'mail_health_gate_checks': checks(lab)[3:4], 'mail_health_gate_fail': False,
                  'mail_health_gate_common': {'ca_path': lab.ca_path}}
-    run, output = play(collections_path, tmp_path, gate_playbook(tmp_path), variables)
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path), variables)
     assert run.returncode == 0, output
     assert '1 checks: 0 up, 0 warning, 1 down' in output
 
 
-def test_certificate_threshold_fails_a_working_check(lab, collections_path, tmp_path):
+def test_certificate_threshold_fails_a_working_check(lab, source_collections, tmp_path):
     check = dict(checks(lab)[0], thresholds={'min_cert_days': 10 ** 9})
-    run, output = play(collections_path, tmp_path, gate_playbook(tmp_path),
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path),
                        {'mail_health_gate_checks': [check], 'mail_health_gate_common': {'ca_path': lab.ca_path}})
     assert run.returncode == 2, output
     assert 'submission (smtp) at stage certificate: certificate expires in' in output
@@ -167,27 +159,27 @@ def test_certificate_threshold_fails_a_working_check(lab, collections_path, tmp_
     ({'type': 'smtp', 'options': {'host': 'h'}}, 'missing required arguments: name'),
     ({'name': 'x', 'type': 'smtp', 'options': {'host': 'h'}, 'thresholds': {'min_days': 3}}, 'thresholds.min_days'),
 ])
-def test_bad_input_is_refused_before_any_check_runs(lab, collections_path, tmp_path, bad, message):
-    run, output = play(collections_path, tmp_path, gate_playbook(tmp_path), {'mail_health_gate_checks': [bad]})
+def test_bad_input_is_refused_before_any_check_runs(lab, source_collections, tmp_path, bad, message):
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path), {'mail_health_gate_checks': [bad]})
     assert run.returncode == 2, output
     assert message in output
     assert 'Run the SMTP checks' not in output
 
 
-def test_duplicate_names_are_refused(lab, collections_path, tmp_path):
+def test_duplicate_names_are_refused(lab, source_collections, tmp_path):
     check = checks(lab)[1]
-    run, output = play(collections_path, tmp_path, gate_playbook(tmp_path), {'mail_health_gate_checks': [check, check]})
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path), {'mail_health_gate_checks': [check, check]})
     assert run.returncode == 2, output
     assert "duplicate name 'plain smtp'" in output
 
 
-def test_health_gate_playbook_takes_its_checks_from_the_inventory(lab, collections_path, tmp_path):
+def test_health_gate_playbook_takes_its_checks_from_the_inventory(lab, source_collections, tmp_path):
     """health_checks in group_vars replaces the three standard checks."""
     (tmp_path / 'group_vars').mkdir()
     (tmp_path / 'group_vars' / 'probes.yml').write_text(yaml.safe_dump({'health_checks': checks(lab)[:2],
                                                                         'health_ca_path': lab.ca_path}))
     (tmp_path / 'hosts.ini').write_text('[probes]\nprobe1 ansible_connection=local\n')
-    run, output = play(collections_path, tmp_path, ROOT / 'playbooks' / 'health_gate.yml', {'health_gate_hosts': 'probes'},
+    run, output = play(source_collections, tmp_path, ROOT / 'playbooks' / 'health_gate.yml', {'health_gate_hosts': 'probes'},
                        '-i', str(tmp_path / 'hosts.ini'))
     assert run.returncode == 0, output
     lines = summary(run.stdout)
@@ -196,13 +188,13 @@ def test_health_gate_playbook_takes_its_checks_from_the_inventory(lab, collectio
     assert lines[-1] == '2 checks: 1 up, 1 warning, 0 down'
 
 
-def test_post_deploy_verify_playbook(lab, collections_path, tmp_path):
+def test_post_deploy_verify_playbook(lab, source_collections, tmp_path):
     ports = {'smtp': lab.ports['smtp'], 'submission': lab.ports['smtp'], 'smtps': lab.ports['smtp_tls'],
              'pop3': lab.ports['pop3'], 'pop3s': lab.ports['pop3_tls']}
     variables = {'post_deploy_host': lab.host, 'post_deploy_ports': ports, 'post_deploy_ca_path': lab.ca_path,
                  'post_deploy_user': 'rt02', 'post_deploy_address': lab.address('rt02'),
                  'post_deploy_password': lab.accounts['rt02'], 'post_deploy_wait': 5}
-    run, output = play(collections_path, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
+    run, output = play(source_collections, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
     assert run.returncode == 0, output
     lines = summary(run.stdout)
     assert lines[-1] == '6 checks: 6 up, 0 warning, 0 down', output
@@ -212,7 +204,7 @@ def test_post_deploy_verify_playbook(lab, collections_path, tmp_path):
         closed.bind(('127.0.0.1', 0))
         variables['post_deploy_ports'] = dict(ports, pop3s=closed.getsockname()[1])
         variables['post_deploy_wait'] = 1
-        run, output = play(collections_path, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
+        run, output = play(source_collections, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
     assert run.returncode == 2, output
     assert 'The mail ports are open' in output and 'Timeout when waiting for 127.0.0.1:' in output
     assert 'Run the SMTP checks' not in output

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from lab.playbook_vars import playbook_vars
 
@@ -18,35 +17,21 @@ BIN = Path(sys.executable).parent
 MANAGED_PYTHON = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
 
 
-@pytest.fixture(scope='module')
-def collections_path(tmp_path_factory):
-    work = tmp_path_factory.mktemp('galaxy')
-    subprocess.run([str(BIN / 'ansible-galaxy'), 'collection', 'build', str(ROOT), '--output-path', str(work)],
-                   check=True, capture_output=True, text=True)
-    tarball, = work.glob('mailops-health-*.tar.gz')
-    subprocess.run([str(BIN / 'ansible-galaxy'), 'collection', 'install', str(tarball), '-p', str(work / 'collections')],
-                   check=True, capture_output=True, text=True)
-    installed = work / 'collections' / 'ansible_collections' / 'mailops' / 'health'
-    assert (installed / 'plugins' / 'modules' / 'mail_roundtrip.py').exists()
-    assert not (installed / '.venv').exists()
-    return work / 'collections'
-
-
-def ansible_playbook(collections_path, tmp_path, playbook, extra_vars):
+def ansible_playbook(installed_collections, tmp_path, playbook, extra_vars):
     vars_file = tmp_path / 'vars.json'
     vars_file.write_text(json.dumps(dict(extra_vars, ansible_python_interpreter=MANAGED_PYTHON)))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_NOCOLOR='1',
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed_collections), ANSIBLE_NOCOLOR='1',
                ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0', PATH='%s:%s' % (BIN, os.environ['PATH']))
     # Run from the temporary directory so nothing resolves the checkout's own tree.
     return subprocess.run([str(BIN / 'ansible-playbook'), str(playbook), '-e', '@%s' % vars_file],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_health_gate_playbook(lab, collections_path, tmp_path):
+def test_health_gate_playbook(lab, installed_collections, tmp_path):
     lab.store.clear('bob')
     variables = playbook_vars(lab.describe())
     variables['health_smtp_port'] = lab.ports['smtp']
-    run = ansible_playbook(collections_path, tmp_path, ROOT / 'playbooks' / 'health_gate.yml', variables)
+    run = ansible_playbook(installed_collections, tmp_path, ROOT / 'playbooks' / 'health_gate.yml', variables)
     assert run.returncode == 0, run.stdout + run.stderr
     assert 'failed=0' in run.stdout
     assert 'smtp_check      up' in run.stdout
@@ -57,7 +42,7 @@ def test_health_gate_playbook(lab, collections_path, tmp_path):
         assert account['password'] not in run.stdout + run.stderr
 
 
-def test_failures_through_ansible(lab, collections_path, tmp_path):
+def test_failures_through_ansible(lab, installed_collections, tmp_path):
     playbook = tmp_path / 'failures.yml'
     playbook.write_text('''
 - hosts: localhost
@@ -103,14 +88,14 @@ def test_failures_through_ansible(lab, collections_path, tmp_path):
           - wrong_password.stage == 'login'
           - wrong_password is not changed
 ''')
-    run = ansible_playbook(collections_path, tmp_path, playbook, {'lab': lab.describe()})
+    run = ansible_playbook(installed_collections, tmp_path, playbook, {'lab': lab.describe()})
     assert run.returncode == 0, run.stdout + run.stderr
     assert 'Traceback' not in run.stdout + run.stderr
     assert 'not-the-password-42' not in run.stdout + run.stderr
 
 
-def test_ansible_doc_renders(collections_path):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path))
+def test_ansible_doc_renders(installed_collections):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed_collections))
     for module in ('smtp_check', 'pop3_check', 'mail_roundtrip'):
         run = subprocess.run([str(BIN / 'ansible-doc'), 'mailops.health.%s' % module], env=env,
                              capture_output=True, text=True, check=False)
