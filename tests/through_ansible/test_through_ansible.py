@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from lab.playbook_vars import playbook_vars
 
 ROOT = Path(__file__).resolve().parents[2]
