@@ -206,6 +206,7 @@ class Session:
 
     def open(self, implicit_tls):
         """Resolve and connect (trying every address), then start TLS at once if asked."""
+        self._buffer = b''  # a new connection: nothing the last one sent counts
         if self.deadline is None:
             # One deadline per check: a tls_if_available reconnect in plaintext does not extend it.
             self.deadline = time.monotonic() + self.timeout
@@ -324,7 +325,6 @@ def connect(session, tls_mode, warnings):
         warnings.append('%s does not speak implicit TLS; continued without TLS (tls_mode=tls_if_available)'
                         % session.label)
         session.note('-- no TLS spoken; reconnecting in plaintext')
-        session._buffer = b''
         session.open(implicit_tls=False)
         session.tls['fallback'] = True
 
