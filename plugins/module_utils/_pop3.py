@@ -11,7 +11,7 @@ import re
 import time
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, MAX_RESPONSE, ProbeError, cleartext_guard, connect, is_number, ms_since, new_session, probe, require_tls_or_warn,
+    MASK, MAX_RESPONSE, ProbeError, Refused, cleartext_guard, connect, is_number, ms_since, new_session, probe, require_tls_or_warn,
     validate_endpoint,
 )
 
@@ -45,7 +45,7 @@ class Pop3Client:
         self.session.send_line(stage, line, shown)
         ok, text = self.status(stage)
         if not ok:
-            raise self.session.error(stage, '%s refused (-ERR %s)' % (what, text))
+            raise self.session.error(stage, '%s refused (-ERR %s)' % (what, text), Refused)
         return text
 
     def multiline(self, stage, record=True, headers_only=False):
@@ -192,8 +192,9 @@ def pop3_check(params):
     """The pop3_check module's core: returns the result dict, raises ProbeError on failure."""
     validate_endpoint(params)
 
-    def body(warnings, transcript):
-        session = new_session('pop3', params, transcript)
+    def body(check):
+        warnings = check.warnings
+        session = new_session('pop3', params, check)
         start = time.monotonic()
         result = {}
         try:

@@ -10,13 +10,19 @@ Stdlib only, no Ansible import: plain pytest drives it and any managed node runs
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import base64
 import calendar
 import functools
+import ipaddress
 import os
+import re
 import socket
 import ssl
 import tempfile
 import time
+
+# The oldest managed-node Python the core runs on (ssl.SSLCertVerificationError is 3.7).
+PYTHON_FLOOR = (3, 7)
 
 TLS_MODES = ('none', 'starttls', 'starttls_if_available', 'tls', 'tls_if_available')
 IMPLICIT_TLS_MODES = ('tls', 'tls_if_available')
@@ -42,6 +48,21 @@ _DN_NAMES = {'commonName': 'CN', 'organizationName': 'O', 'organizationalUnitNam
              'emailAddress': 'emailAddress', 'domainComponent': 'DC'}
 
 
+# What no option value may hold: control characters (TAB aside) and Unicode line separators. One
+# such character would end a command on the wire (CR, LF), cut a value short (NUL) or break a
+# mail header (VT, NEL, U+2028). Message bodies may hold line breaks, never NUL.
+_FORBIDDEN = re.compile(u'[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]')
+_FORBIDDEN_IN_TEXT = re.compile(u'\x00')
+MAX_OPTION_LENGTH = 4096
+MAX_TEXT_LENGTH = 10 * 1024 * 1024
+# Options whose value is the text of a mail, not a line on the wire.
+TEXT_OPTIONS = ('body',)
+_HOST_NAME = re.compile(r'^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
+                        r'(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$')
+# The secret options, each with the user name it goes with (for the AUTH PLAIN payload).
+SECRET_OPTIONS = {'password': 'username', 'smtp_password': 'smtp_username', 'pop3_password': 'pop3_username'}
+
+
 class ProbeError(Exception):
     """The one failure type of the core: what failed (message), where (stage) and what was
     measured up to then (result)."""
@@ -54,6 +75,15 @@ class ProbeError(Exception):
 
     def __str__(self):
         return self.message
+
+
+class Refused(ProbeError):
+    """The server answered and said no (an SMTP error code, a POP3 -ERR): what it did is known."""
+
+
+class NotTls(ProbeError):
+    """The peer answered the TLS handshake in plaintext: the one failure tls_if_available may
+    fall back from."""
 
 
 def is_number(text):
@@ -77,9 +107,131 @@ def check_range(name, value, low, high):
         raise ProbeError('input', '%s must be between %s and %s, got %s' % (name, low, high, value))
 
 
-def check_no_line_breaks(name, value):
-    if value is not None and ('\r' in value or '\n' in value):
-        raise ProbeError('input', '%s must not contain CR or LF characters' % name)
+def check_text(name, value):
+    """One option value that may reach the wire or a mail header: no control characters, no line
+    separators, a sane length. The message names the option and the character, never the value
+    (it may be a password)."""
+    text = name in TEXT_OPTIONS
+    limit = MAX_TEXT_LENGTH if text else MAX_OPTION_LENGTH
+    if len(value) > limit:
+        raise ProbeError('input', '%s is longer than %d characters (%d)' % (name, limit, len(value)))
+    bad = (_FORBIDDEN_IN_TEXT if text else _FORBIDDEN).search(value)
+    if bad:
+        raise ProbeError('input', '%s must not contain control characters or line breaks (U+%04X at position %d)'
+                         % (name, ord(bad.group(0)), bad.start()))
+
+
+def check_host(name, host):
+    """An IP address, or a host name whose IDNA form is valid (what getaddrinfo and SNI get)."""
+    try:
+        ipaddress.ip_address(host.split('%', 1)[0])
+        return
+    except ValueError:
+        pass
+    try:
+        # Both ways: encoding checks Unicode labels, decoding checks the xn-- labels given as such.
+        ascii_name = host.encode('idna').decode('ascii')
+        ascii_name.encode('ascii').decode('idna')
+    except UnicodeError:
+        ascii_name = None
+    if not ascii_name or not _HOST_NAME.match(ascii_name):
+        raise ProbeError('input', '%s is not a valid host name or IP address: %r' % (name, host))
+
+
+def check_options(params):
+    """Every string option (and every string in a list option) before anything is sent: one
+    rule for all, so an option added later is covered too. Host options must also be valid
+    names or addresses."""
+    for name, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, str):
+                check_text(name, item)
+        if isinstance(value, str) and (name == 'host' or name.endswith('_host')):
+            check_host(name, value)
+
+
+class Secrets:
+    """The secrets of one check and every form the client sends them in (the password, base64 of
+    it for AUTH LOGIN, base64 of the AUTH PLAIN payload, digests added as they are made). The one
+    redaction path: transcript lines, quoted server text, error messages and every string of the
+    result pass through it."""
+
+    def __init__(self):
+        self._values = set()
+        self._pattern = None
+        self.longest = 0
+
+    @classmethod
+    def of(cls, params):
+        """The secret options of params (and of nested probes), with their encoded forms."""
+        secrets = cls()
+        for options in _option_dicts(params):
+            for key, user_key in SECRET_OPTIONS.items():
+                password = options.get(key)
+                if isinstance(password, str) and password:
+                    secrets.add_credentials(str(options.get(user_key) or ''), password)
+        return secrets
+
+    def add(self, value):
+        if value and value not in self._values:
+            self._values.add(value)
+            self.longest = max(self.longest, len(value))
+            self._pattern = None
+
+    def add_credentials(self, username, password):
+        self.add(password)
+        for form in (password, '\0%s\0%s' % (username, password)):
+            self.add(base64.b64encode(form.encode('utf-8')).decode('ascii'))
+
+    def _compiled(self):
+        if self._pattern is None and self._values:
+            # Longest first: a secret that holds another is masked whole.
+            self._pattern = re.compile('|'.join(re.escape(v) for v in sorted(self._values, key=len, reverse=True)))
+        return self._pattern
+
+    def redact(self, text):
+        pattern = self._compiled()
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+    def cut(self, text, limit, truncated=False):
+        """Mask, then keep the first limit characters: a secret that starts before the cut is
+        masked whole, never shown in part. truncated says text is only the start of a longer
+        text, whose end may hold the start of a secret: that end is dropped too."""
+        if truncated:
+            limit = min(limit, max(0, len(text) - self.longest))
+        pattern = self._compiled()
+        if pattern is None:
+            return text[:limit]
+        if len(text) <= limit:
+            return pattern.sub(MASK, text)
+        parts, pos = [], 0
+        for match in pattern.finditer(text):
+            if match.start() >= limit:
+                break
+            parts.extend((text[pos:match.start()], MASK))
+            pos = match.end()
+        parts.append(text[pos:limit])
+        return ''.join(parts)
+
+    def scrub(self, value):
+        """value with every string in it (dicts, lists, keys too) redacted."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return dict((self.scrub(k), self.scrub(v)) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
+
+def _option_dicts(params):
+    """params and every option dict nested in it (a batch's probes and defaults)."""
+    yield params
+    for value in params.values():
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, dict):
+                for nested in _option_dicts(item):
+                    yield nested
 
 
 @functools.lru_cache(maxsize=16)
@@ -161,14 +313,14 @@ class Session:
     Every line recorded in the transcript or quoted in an error passes through redact().
     """
 
-    def __init__(self, protocol, host, port, timeout, context, secrets=(), transcript=None):
+    def __init__(self, protocol, host, port, timeout, context, secrets=None, transcript=None):
         self.protocol = protocol
         self.host = host
         self.port = port
         self.timeout = timeout
         self.context = context
         self.label = endpoint_label(protocol, host, port)
-        self.secrets = [s for s in secrets if s]
+        self.secrets = secrets if secrets is not None else Secrets()
         self.transcript = transcript
         self.deadline = None
         self.sock = None
@@ -177,25 +329,22 @@ class Session:
 
     # -- errors and redaction -------------------------------------------------------------
     def redact(self, text):
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return self.secrets.redact(text)
 
     def quote(self, text, limit=200):
         """Server text for an error message: secrets masked first, then cut and escaped, so
         neither the cut nor the escaping can let part of a secret through."""
-        return repr(self.redact(text)[:limit])
+        return repr(self.secrets.cut(text, limit))
 
-    def error(self, stage, what):
-        return ProbeError(stage, '%s: %s' % (self.label, self.redact(what)))
+    def error(self, stage, what, kind=ProbeError):
+        return kind(stage, '%s: %s' % (self.label, self.redact(what)))
 
     def note(self, text):
         if self.transcript is not None:
             self.transcript.append(self.redact(text))
 
     def add_secret(self, secret):
-        if secret:
-            self.secrets.append(secret)
+        self.secrets.add(secret)
 
     # -- connection -----------------------------------------------------------------------
     def _remaining(self, stage):
@@ -249,9 +398,8 @@ class Session:
         except ssl.SSLCertVerificationError as e:
             raise self.error('tls', 'certificate verification failed: %s' % (e.verify_message or e.reason))
         except ssl.SSLError as e:
-            err = self.error('tls', 'TLS handshake failed: %s' % (e.reason or e))
-            err.not_tls = e.reason in _NOT_TLS_REASONS
-            raise err
+            raise self.error('tls', 'TLS handshake failed: %s' % (e.reason or e),
+                             NotTls if e.reason in _NOT_TLS_REASONS else ProbeError)
         except socket.timeout:
             raise self.error('tls', 'TLS handshake timed out after %g s' % self.timeout)
         except OSError as e:
@@ -270,18 +418,23 @@ class Session:
     # -- line I/O -------------------------------------------------------------------------
     def read_line(self, stage, record=True):
         """One line without its line ending, decoded leniently (servers send any bytes), cut
-        at MAX_LINE. record=False keeps it out of the transcript (mail content)."""
+        at MAX_LINE characters after secrets are masked. record=False keeps it out of the
+        transcript (mail content)."""
+        # Bytes kept of an over-long line: enough for MAX_LINE characters and a secret that
+        # starts just before the cut, so the cut never shows part of a secret.
+        keep = 4 * (MAX_LINE + self.secrets.longest)
         while True:
             end = self._buffer.find(b'\n')
             if end >= 0:
-                raw, self._buffer = self._buffer[:end], self._buffer[end + 1:]
-                line = raw[:MAX_LINE].rstrip(b'\r').decode('utf-8', 'replace')
+                raw, self._buffer = self._buffer[:end].rstrip(b'\r'), self._buffer[end + 1:]
+                line = raw[:keep].decode('utf-8', 'replace')
+                line = self.secrets.cut(line, MAX_LINE, truncated=len(raw) > keep)
                 if record:
                     self.note('S: ' + line)
                 return line
-            if len(self._buffer) > MAX_LINE:
+            if len(self._buffer) > keep:
                 # Keep the start of an over-long line and drop the rest as it arrives.
-                self._buffer = self._buffer[:MAX_LINE]
+                self._buffer = self._buffer[:keep]
             try:
                 self.sock.settimeout(self._remaining(stage))
                 chunk = self.sock.recv(65536)
@@ -297,6 +450,9 @@ class Session:
 
     def send_line(self, stage, line, shown=None):
         """Send one command; shown is what the transcript records instead (for secrets)."""
+        if _FORBIDDEN.search(line):
+            # check_options refuses such values before connecting; this is the last guard.
+            raise self.error(stage, 'refusing to send a command holding a control character')
         self.note('C: ' + (line if shown is None else shown))
         self.send_raw(stage, line.encode('utf-8') + b'\r\n')
 
@@ -318,9 +474,9 @@ def connect(session, tls_mode, warnings):
         return
     try:
         session.open(implicit_tls=True)
-    except ProbeError as e:
+    except NotTls:
         session.close()
-        if tls_mode != 'tls_if_available' or not getattr(e, 'not_tls', False):
+        if tls_mode != 'tls_if_available':
             raise
         warnings.append('%s does not speak implicit TLS; continued without TLS (tls_mode=tls_if_available)'
                         % session.label)
@@ -356,6 +512,7 @@ DEFAULT_PORTS = {'smtp': (465, 25), 'pop3': (995, 110)}
 
 
 def validate_endpoint(params):
+    check_options(params)
     check_range('timeout', params.get('timeout'), 1, 900)
     check_range('port', params.get('port'), 1, 65535)
 
@@ -366,15 +523,34 @@ def endpoint_port(protocol, params):
     return params.get('port') or (implicit_port if params['tls_mode'] in IMPLICIT_TLS_MODES else plain_port)
 
 
-def new_session(protocol, params, transcript=None):
+class Check:
+    """What one check collects besides its facts: warnings, the transcript (when asked for) and
+    the secrets every output passes through."""
+
+    def __init__(self, params):
+        self.params = params
+        self.warnings = []
+        self.transcript = [] if params.get('transcript') else None
+        self.secrets = Secrets.of(params)
+
+    def finish(self, result):
+        """The result as the module returns it: warnings and transcript attached, every string
+        redacted."""
+        result['warnings'] = self.warnings
+        if self.transcript is not None:
+            result['transcript'] = self.transcript
+        return self.secrets.scrub(result)
+
+
+def new_session(protocol, params, check):
     """A Session for the endpoint options (host, port, tls_mode, timeout, validate_certs,
-    ca_path, password). The TLS context is made here, before any timing starts, and only when
+    ca_path) of one check. The TLS context is made here, before any timing starts, and only when
     the mode may speak TLS."""
     context = None
     if params['tls_mode'] != 'none':
         context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
     return Session(protocol, params['host'], endpoint_port(protocol, params), params.get('timeout') or 60, context,
-                   secrets=[params.get('password')], transcript=transcript)
+                   secrets=check.secrets, transcript=check.transcript)
 
 
 def grade(result, figure, warning_ms, critical_ms, warnings):
@@ -391,22 +567,16 @@ def grade(result, figure, warning_ms, critical_ms, warnings):
 
 
 def probe(params, figure, body):
-    """Run body(warnings, transcript) and grade its primary figure. Warnings, the transcript
-    (when asked for) and status are attached to the result, or to the error's result."""
-    warnings = []
-    transcript = [] if params.get('transcript') else None
-
-    def attach(result):
-        result['warnings'] = warnings
-        if transcript is not None:
-            result['transcript'] = transcript
-        return result
-
+    """Run body(check) and grade its primary figure. Warnings, the transcript (when asked for)
+    and status are attached to the result, or to the error's result; both leave through the one
+    redaction path."""
+    check = Check(params)
     try:
-        result = grade(body(warnings, transcript), figure, params.get('warning_ms'),
-                       params.get('critical_ms'), warnings)
+        result = grade(body(check), figure, params.get('warning_ms'), params.get('critical_ms'), check.warnings)
     except ProbeError as e:
         e.result.setdefault('status', 'down')
-        attach(e.result)
+        e.result = check.finish(e.result)
+        e.message = check.secrets.redact(e.message)
+        e.args = (e.message,)
         raise
-    return attach(result)
+    return check.finish(result)

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 from ansible_collections.mailops.health.plugins.module_utils import _pop3, _smtp
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    ProbeError, check_no_line_breaks, check_range, endpoint_label, endpoint_port, ms_since, new_session, probe,
+    ProbeError, Refused, check_options, check_range, endpoint_label, endpoint_port, ms_since, new_session, probe,
     validate_endpoint,
 )
 
@@ -92,9 +92,9 @@ def ticks(deadline, interval, immediately=False):
 
 
 def validate(params):
+    check_options(params)
     check_range('max_trip_time', params.get('max_trip_time'), 1, 3600)
     check_range('connection_interval', params.get('connection_interval'), 0.01, 600)
-    check_no_line_breaks('subject_prefix', params.get('subject_prefix'))
     if len(_smtp.normalize_recipients(params.get('mail_to'))) != 1:
         raise ProbeError('input', 'mail_to must be exactly one address for a round trip')
 
@@ -103,14 +103,23 @@ class Mailbox:
     """The POP3 side: remembers which messages it has already looked at, so each check only
     reads the headers of new messages (UIDL + TOP)."""
 
-    def __init__(self, params, warnings, transcript):
+    def __init__(self, params, check):
         self.params = params
-        self.warnings = warnings
-        self.transcript = transcript
+        self.check = check
+        self.label = endpoint_label('pop3', params['host'], endpoint_port('pop3', params))
         self.seen = set()
         self.locked = 0
         # (message count, UIDL of the last message) at the previous full listing or check.
         self.tail = None
+        # False once the server gave two messages the same UIDL: then UIDLs tell nothing and
+        # every check reads the headers of every message.
+        self.unique_uids = True
+
+    def distrust_uids(self):
+        if self.unique_uids:
+            self.unique_uids = False
+            self.check.warnings.append('%s gives several messages the same UIDL; every check reads the headers of '
+                                       'every message instead' % self.label)
 
     def appended(self, client):
         """The numbers of the messages that arrived since the previous check, or None when that
@@ -129,27 +138,36 @@ class Mailbox:
 
     def new_messages(self, client):
         """(number, uid) of the messages not looked at yet, newest first."""
-        numbers = self.appended(client)
-        if numbers is not None:
-            new = [(n, client.uid(n)) for n in numbers]
-            if all(uid is not None for _n, uid in new):
-                self.tail = (numbers[0], new[0][1]) if new else self.tail
-                return [(n, uid) for n, uid in new if uid not in self.seen]
-        uids = client.listing('UIDL', 'search')
-        if uids is None:
-            # No UIDL: every message is new to us in every session (LIST numbers only).
-            return [(n, None) for n in sorted(client.listing('LIST', 'search') or {}, reverse=True)]
-        count = max(uids) if uids else 0
-        self.tail = (count, uids.get(count))
-        return [(n, uid) for n, uid in sorted(uids.items(), reverse=True) if uid not in self.seen]
+        if self.unique_uids:
+            numbers = self.appended(client)
+            if numbers is not None:
+                new = [(n, client.uid(n)) for n in numbers]
+                uids = [uid for _n, uid in new]
+                if None not in uids:
+                    if len(set(uids)) < len(uids) or self.seen.intersection(uids):
+                        # A new message cannot carry the UIDL of another one (RFC 1939 7).
+                        self.distrust_uids()
+                    else:
+                        self.tail = (numbers[0], new[0][1]) if new else self.tail
+                        return new
+        listing = client.listing('UIDL', 'search') if self.unique_uids else None
+        if listing is not None and len(set(listing.values())) < len(listing):
+            self.distrust_uids()
+        if listing is not None and self.unique_uids:
+            count = max(listing) if listing else 0
+            self.tail = (count, listing.get(count))
+            return [(n, uid) for n, uid in sorted(listing.items(), reverse=True) if uid not in self.seen]
+        # No UIDL, or UIDLs that are not unique: every message is new to us in every session.
+        numbers = listing if listing is not None else client.listing('LIST', 'search') or {}
+        return [(n, None) for n in sorted(numbers, reverse=True)]
 
     def visit(self, timeout, token=None, stale_before=None):
         """One POP3 session: delete the mails carrying token and, with stale_before, earlier
         probes' mails dated before it; remember every other message as seen."""
         params = dict(self.params, timeout=timeout)
-        session = new_session('pop3', params, self.transcript)
+        session = new_session('pop3', params, self.check)
         start = time.monotonic()
-        client, facts = _pop3.open_session(session, params, self.warnings)
+        client, facts = _pop3.open_session(session, params, self.check.warnings)
         ours, stale = [], []
         try:
             for number, uid in self.new_messages(client):
@@ -163,14 +181,22 @@ class Mailbox:
                     if found is not None and stale_before is not None and sent_before(headers, stale_before):
                         stale.append(number)
                         continue
-                self.seen.add(uid)
+                if uid is not None:
+                    self.seen.add(uid)
             for number in ours + stale:
                 client.delete(number)
             try:
                 client.quit()
+            except Refused as e:
+                if ours or stale:
+                    # RFC 1939 6: -ERR to QUIT after DELE means deleted messages were not removed.
+                    raise ProbeError('quit', '%s; the deletion was not committed and the mail stays in the mailbox'
+                                     % e.message)
+                raise
             except ProbeError as e:
                 if ours or stale:
-                    raise ProbeError('quit', '%s; the deletion was not committed and the mail stays in the mailbox'
+                    raise ProbeError('quit', '%s; DELE was accepted but QUIT got no answer, so it is not known whether '
+                                     'the server removed the mail (cleanup_stale removes it later if it stayed)'
                                      % e.message)
                 raise
         finally:
@@ -180,7 +206,7 @@ class Mailbox:
         facts['response_time_ms'] = ms_since(start)
         return facts
 
-    def check(self, deadline, **kwargs):
+    def check_once(self, deadline, **kwargs):
         """visit() within the deadline; None when another session holds the mailbox lock, which
         is worth another try rather than a failure."""
         timeout = max(1, min(self.params['timeout'] or 60, deadline - time.monotonic()))
@@ -228,11 +254,12 @@ def mail_roundtrip(params, check_mode=False):
     interval = params.get('connection_interval') or 5
     cleanup_stale = params.get('cleanup_stale', False)
 
-    def body(warnings, transcript):
+    def body(check):
+        warnings = check.warnings
         result = {'token': token, 'message_id': None, 'attempts': 0, 'trip_time_ms': None, 'stale_deleted': 0,
                   'changed': False}
-        mailbox = Mailbox(pop3_params, warnings, transcript)
-        pop3_label = endpoint_label('pop3', pop3_params['host'], endpoint_port('pop3', pop3_params))
+        mailbox = Mailbox(pop3_params, check)
+        pop3_label = mailbox.label
         try:
             # A first POP3 session before anything is sent: it proves the login works (so a bad
             # POP3 password never leaves a mail behind), records which messages are not ours and,
@@ -240,7 +267,7 @@ def mail_roundtrip(params, check_mode=False):
             stale_before = time.time() - max_trip_time if cleanup_stale and not check_mode else None
             deadline = time.monotonic() + max_trip_time
             for _tick in ticks(deadline, interval, immediately=True):
-                facts = mailbox.check(deadline, stale_before=stale_before)
+                facts = mailbox.check_once(deadline, stale_before=stale_before)
                 if facts is not None:
                     break
             else:
@@ -250,18 +277,18 @@ def mail_roundtrip(params, check_mode=False):
             result['stale_deleted'] = facts.pop('stale_deleted')
             result['changed'] = result['stale_deleted'] > 0
             if check_mode:
-                result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, warnings, transcript)
+                result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, check)
                 result['total_ms'] = round(result['smtp']['response_time_ms'] + facts['response_time_ms'], 1)
                 result['sent'] = False
                 return result
-            result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, warnings, transcript,
+            result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, check,
                                      (params['mail_from'], recipients, data))
             sent_at = time.monotonic()
             result['message_id'] = message_id
             result['sent'] = True
             for _tick in ticks(sent_at + max_trip_time, interval):
                 result['attempts'] += 1
-                facts = mailbox.check(sent_at + max_trip_time, token=token)
+                facts = mailbox.check_once(sent_at + max_trip_time, token=token)
                 if facts is not None and facts['copies']:
                     if facts['copies'] > 1:
                         warnings.append('%s: the test mail arrived %d times; every copy was deleted'

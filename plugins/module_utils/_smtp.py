@@ -17,7 +17,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, MAX_RESPONSE, ProbeError, check_no_line_breaks, is_number, cleartext_guard, connect, ms_since, new_session, probe,
+    MASK, MAX_RESPONSE, ProbeError, Refused, is_number, cleartext_guard, connect, ms_since, new_session, probe,
     require_tls_or_warn, validate_endpoint,
 )
 
@@ -41,8 +41,7 @@ def default_helo():
 
 
 def check_address(name, address):
-    check_no_line_breaks(name, address)
-    if not _ADDRESS.match(address or ''):
+    if not _ADDRESS.match(address or '') or len(address) > 254:
         raise ProbeError('input', '%s is not a valid mail address: %r' % (name, address))
 
 
@@ -63,8 +62,7 @@ def validate(params):
     validate_endpoint(params)
     helo = params.get('helo')
     if helo is not None:
-        check_no_line_breaks('helo', helo)
-        if not all(ord(c) < 128 for c in helo) or not _HELO.match(helo):
+        if not all(ord(c) < 128 for c in helo) or not _HELO.match(helo) or len(helo) > 255:
             raise ProbeError('input', 'helo must be an ASCII host name or address literal, got %r' % helo)
     if params.get('send_mail'):
         check_address('mail_from', params.get('mail_from'))
@@ -73,7 +71,6 @@ def validate(params):
             raise ProbeError('input', 'mail_to needs at least one address when a mail is sent')
         for address in recipients:
             check_address('mail_to', address)
-        check_no_line_breaks('subject', params.get('subject'))
 
 
 def build_message(mail_from, recipients, subject, body, headers=None, domain=None):
@@ -118,7 +115,7 @@ class SmtpClient:
         self.session.send_line(stage, line, shown)
         code, lines = self.reply(stage)
         if code not in expect:
-            raise self.session.error(stage, '%s refused (%d %s)' % (what, code, ' '.join(lines)))
+            raise self.session.error(stage, '%s refused (%d %s)' % (what, code, ' '.join(lines)), Refused)
         return code, lines
 
     def hello(self, name):
@@ -207,11 +204,12 @@ class SmtpClient:
         self.command('quit', 'QUIT', (221,), 'QUIT')
 
 
-def run_session(params, warnings, transcript=None, message=None):
+def run_session(params, check, message=None):
     """One SMTP session as params describe (the smtp_check options); sends message
     (mail_from, recipients, bytes) when given. Returns the facts of the session."""
     tls_mode = params['tls_mode']
-    session = new_session('smtp', params, transcript)
+    warnings = check.warnings
+    session = new_session('smtp', params, check)
     client = SmtpClient(session)
     result = {'host': session.host, 'port': session.port}
     timings = {}
@@ -270,9 +268,9 @@ def smtp_check(params, check_mode=False):
                                          params.get('body') or 'Test mail sent by mailops.health.smtp_check.')
         message = (params['mail_from'], recipients, data)
 
-    def body(warnings, transcript):
+    def body(check):
         # Check mode proves everything up to the login and sends nothing.
-        result = run_session(params, warnings, transcript, None if check_mode else message)
+        result = run_session(params, check, None if check_mode else message)
         if message is not None:
             result['sent'] = not check_mode
             result['message_id'] = None if check_mode else message_id

@@ -103,10 +103,10 @@ def test_mail_arriving_late_is_found(lab):
     lab.store.clear('bob')
     original = _roundtrip._smtp.run_session
 
-    def send_elsewhere_then_deliver(params, warnings, transcript=None, message=None):
+    def send_elsewhere_then_deliver(params, check, message=None):
         if message is None:
-            return original(params, warnings, transcript)
-        result = original(dict(params), warnings, transcript, (message[0], [lab.address('alice')], message[2]))
+            return original(params, check)
+        result = original(dict(params), check, (message[0], [lab.address('alice')], message[2]))
         timer = threading.Timer(0.6, lab.store.deliver, (lab.address('bob'), message[2]))
         timer.start()
         return result
