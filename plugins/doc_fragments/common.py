@@ -55,7 +55,11 @@ notes:
   - Failures carry a machine-readable C(stage) (V(input), V(resolve), V(connect), V(banner), V(tls), V(helo), V(auth),
     V(mail_from), V(rcpt), V(data), V(login), V(stat), V(search), V(retrieve), V(delete), V(quit), V(timeout),
     V(threshold)) and a message naming the protocol, host and port and what the server said.
-  - Only the Python standard library is needed on the managed node.
+  - Every string option is checked before anything is sent; a control character (CR, LF, NUL, ...) or a Unicode line
+    separator fails at stage C(input) naming the option (see C(docs/security.md)).
+  - Passwords are C(no_log). Ansible masks every occurrence of a C(no_log) value in the output, so a password that is
+    also an ordinary word (such as C(auth)) garbles results; use long random passwords.
+  - Only the Python standard library (Python 3.7 or newer) is needed on the managed node.
 '''
 
     # host, port, tls_mode, username, password of a single-protocol check.
