@@ -13,22 +13,23 @@ import sys
 import time
 
 from bench import bigmailbox, lag, overhead, report, throughput
-from bench.common import ROOT, TMP, environment, lab_up, results_dir, say, write_json
+from bench.common import ROOT, SHARED, TMP, environment, lab_up, results_dir, say, write_json
 
 PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox')
 
 FULL = dict(overhead=dict(runs=60, wall_runs=10), lag=dict(trips=50),
-            throughput=dict(core_seconds=30, bundle_seconds=15, loop_per_host=6, batch_rounds=20),
+            throughput=dict(core_seconds=30, loop_per_host=6, batch_rounds=20),
             bigmailbox=dict(messages=10000, trips=30))
 QUICK = dict(overhead=dict(runs=5, wall_runs=2), lag=dict(trips=4),
-             throughput=dict(core_seconds=4, bundle_seconds=3, loop_per_host=1, batch_rounds=2),
+             throughput=dict(core_seconds=4, loop_per_host=1, batch_rounds=2),
              bigmailbox=dict(messages=500, trips=2))
 
 
 def preflight(lab):
     if os.geteuid() != 0:
         raise SystemExit('bench: run as root (it reads the mailbox container\'s Maildirs through /proc/<pid>/root)')
-    md = lab.maildir('shared').parent
+    lab.pop3_stat(SHARED)  # a fresh lab creates an account's Maildir at its first login
+    md = lab.maildir(SHARED).parent
     if not os.access(md, os.R_OK):
         raise SystemExit('bench: cannot read %s' % md)
 

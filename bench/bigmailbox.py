@@ -21,9 +21,9 @@ import time
 from email.utils import formatdate
 
 from bench import hooks
-from bench.common import Progress, import_core, roundtrip_params, say, summary
+from bench.common import SHARED, Progress, import_core, roundtrip_params, say, summary
 
-FULL, EMPTY = 'shared', 'rt08'
+FULL, EMPTY = SHARED, 'rt08'
 MARK = 'mailopsbench'
 
 

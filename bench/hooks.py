@@ -3,8 +3,8 @@
 - Every Mailbox.visit() is timed; the visit that finds the probe's token hands over the core's
   own seen_at (time.monotonic() when the TOP answer with the token was parsed), converted to wall
   clock time so that it can be compared with the Maildir file's kernel timestamp.
-- poll_delays() can be replaced per thread: a fixed interval (the 1-second polling monitoring
-  products use) or another first-check delay (a proposed change, measured as such).
+- poll_delays() can be replaced per thread by a fixed interval (the 1-second polling monitoring
+  products use).
 """
 
 from __future__ import annotations
@@ -44,17 +44,11 @@ def install(roundtrip_module):
 
     def poll_delays(interval):
         fixed = getattr(_local, 'fixed_interval', None)
-        first = getattr(_local, 'first_delay', None)
-        if fixed is not None:
+        if fixed is None:
+            yield from orig_delays(interval)
+        else:
             while True:
                 yield fixed
-        elif first is not None:
-            delay = min(first, interval)
-            while True:
-                yield delay
-                delay = min(delay * 2, interval)
-        else:
-            yield from orig_delays(interval)
 
     rt.Mailbox.visit = visit
     rt.poll_delays = poll_delays
@@ -64,15 +58,13 @@ def install(roundtrip_module):
 class observe:
     """with observe(fixed_interval=1.0) as trace: mail_roundtrip(...)  ->  trace['seen'], ..."""
 
-    def __init__(self, fixed_interval=None, first_delay=None):
+    def __init__(self, fixed_interval=None):
         self.fixed_interval = fixed_interval
-        self.first_delay = first_delay
         self.trace = {'visits': [], 'seen': None, 'finding_visit_start': None}
 
     def __enter__(self):
         _local.trace = self.trace
         _local.fixed_interval = self.fixed_interval
-        _local.first_delay = self.first_delay
         self.trace['call_start'] = time.time()
         return self.trace
 
@@ -80,5 +72,4 @@ class observe:
         self.trace['call_end'] = time.time()
         _local.trace = None
         _local.fixed_interval = None
-        _local.first_delay = None
         return False

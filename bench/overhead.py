@@ -14,14 +14,10 @@ the AnsiballZ wrapper), theirs the plugin binary. Each tool times itself; what e
               WITH certificate verification against ca_path, EHLO], [AUTH], QUIT and its 221, close.
   check_pop   (check_tcp) timer starts before connect: [implicit TLS handshake, no verification],
               reads until the banner matches '+OK', sends QUIT without waiting for the answer, close.
-  pop3_check  connect, [implicit TLS with verification], banner, CAPA and its multi-line answer,
-              QUIT and its +OK, close: two round trips more than check_pop.
-
-A third arm runs the module file in a fresh process with its SSL context made before the timer
-starts (bench/run_module_proposed.py: the proposed core change applied at run time). Two more
-arms run ours in-process (warm): with the lab CA, and with ca_path = the system CA bundle
-plus the lab CA (~145 certificates, what a probe verifying public certificates loads): pop3_check
-creates its SSL context inside its timed window, smtp_check before it.
+  pop3_check  timer starts before name resolution: connect, [implicit TLS with verification],
+              banner, CAPA and its multi-line answer, QUIT and its +OK, close: two round trips
+              more than check_pop.
+Ours make their SSL context (when the mode may speak TLS; once per process) before the timer starts.
 
 So that the POP3 gap can be told apart from the extra dialogue, a third arm runs check_pop with
 CAPA sent too (-s 'CAPA\\r\\n' -e SASL: banner + CAPA answer, still no QUIT answer).
@@ -40,7 +36,7 @@ import re
 import subprocess
 import time
 
-from bench.common import PYTHON, ROOT, Progress, collections_root, import_core, rnd, say, summary
+from bench.common import PYTHON, ROOT, Progress, collections_root, rnd, say, summary
 
 PLUGINS = '/usr/lib/nagios/plugins'
 GAP = 0.03
@@ -111,53 +107,14 @@ def run_plugin(cmd: list[str]) -> tuple[float, float]:
     return float(match.group(1)) * 1000, wall
 
 
-def run_proposed(module: str, args: dict, env: dict) -> tuple[float, float]:
-    """The module file in a fresh process with its SSL context made before the core's timer
-    (bench/run_module_proposed.py: the proposed core change, applied at run time)."""
-    payload = json.dumps({'ANSIBLE_MODULE_ARGS': args})
-    t0 = time.perf_counter()
-    module_file = str(ROOT / 'plugins' / 'modules' / (module + '.py'))
-    proc = subprocess.run([PYTHON, '-m', 'bench.run_module_proposed', module_file], input=payload,
-                          capture_output=True, text=True, cwd=str(ROOT), env=env, check=False)
-    wall = (time.perf_counter() - t0) * 1000
-    try:
-        out = json.loads(proc.stdout)
-    except ValueError:
-        raise RuntimeError('run_module_proposed: %s %s' % (proc.stdout[-500:], proc.stderr[-800:]))
-    if out.get('failed'):
-        raise RuntimeError('%s failed: %s' % (module, out.get('msg')))
-    return out['response_time_ms'], wall
-
-
-def run_core_warm(core, args: dict) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    result = core(dict(args))
-    return result['response_time_ms'], (time.perf_counter() - t0) * 1000
-
-
-def ca_bundle(lab):
-    """The system CA bundle plus the lab CA: what a probe verifying public certificates loads."""
-    system = '/etc/ssl/certs/ca-certificates.crt'
-    if not os.path.exists(system):
-        return None
-    path = collections_root().parent / 'system-plus-lab-ca.pem'
-    path.write_bytes(open(system, 'rb').read() + b'\n' + open(lab.ca_path, 'rb').read())
-    return str(path)
-
-
 def bench_response_times(lab, runs: int, step: int, steps: int) -> list[dict]:
-    smtp, pop3 = import_core()[:2]
-    cores = {'smtp_check': smtp.smtp_check, 'pop3_check': pop3.pop3_check}
     env = module_env()
     out = []
     vs = variants(lab)
-    bundle = ca_bundle(lab)
     progress = Progress(step, steps, 'probe overhead', runs * len(vs))
     rng = random.Random(6)
     for v in vs:
-        arms = {'ours': [], 'theirs': [], 'ours_warm': [], 'ours_proposed': []}
-        if bundle:
-            arms['ours_warm_bundle'] = []
+        arms = {'ours': [], 'theirs': []}
         if 'theirs_capa' in v:
             arms['theirs_capa'] = []
         walls = {k: [] for k in arms}
@@ -168,12 +125,6 @@ def bench_response_times(lab, runs: int, step: int, steps: int) -> list[dict]:
                 time.sleep(GAP)
                 if arm == 'ours':
                     reported, wall = run_module(v['module'], v['ours'], env)
-                elif arm == 'ours_proposed':
-                    reported, wall = run_proposed(v['module'], v['ours'], env)
-                elif arm == 'ours_warm':
-                    reported, wall = run_core_warm(cores[v['module']], v['ours'])
-                elif arm == 'ours_warm_bundle':
-                    reported, wall = run_core_warm(cores[v['module']], dict(v['ours'], ca_path=bundle))
                 else:
                     reported, wall = run_plugin(v[arm])
                 arms[arm].append(reported)
@@ -185,17 +136,11 @@ def bench_response_times(lab, runs: int, step: int, steps: int) -> list[dict]:
             'runs': runs,
             'ours_ms': summary(arms['ours']),
             'theirs_ms': summary(arms['theirs']),
-            'ours_warm_ms': summary(arms['ours_warm']),
-            'ours_proposed_ms': summary(arms['ours_proposed']),
-            'ratio_proposed': rnd(summary(arms['ours_proposed'])['median'] / summary(arms['theirs'])['median'], 3),
             'ratio_of_medians': rnd(summary(arms['ours'])['median'] / summary(arms['theirs'])['median'], 3),
             'median_pair_ratio': rnd(summary(pairs)['median'], 3),
             'process_wall_ms': {k: summary(w) for k, w in walls.items()},
             'samples': arms,
         }
-        if 'ours_warm_bundle' in arms:
-            row['ours_warm_bundle_ms'] = summary(arms['ours_warm_bundle'])
-            row['bundle_certificates'] = open(bundle, 'rb').read().count(b'BEGIN CERTIFICATE')
         if 'theirs_capa' in arms:
             row['theirs_capa_ms'] = summary(arms['theirs_capa'])
             row['ratio_vs_capa_matched'] = rnd(row['ours_ms']['median'] / row['theirs_capa_ms']['median'], 3)

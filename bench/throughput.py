@@ -7,11 +7,6 @@ cgroups) is reported next to the controller's.
 
 Ways measured (path: submission 587 STARTTLS + AUTH -> POP3S 995 APOP, lab CA):
   core, thread pool       the raw core, one thread per mailbox, back to back for SECONDS: the ceiling
-  core, 145-CA bundle     the same with ca_path = the system CA bundle + the lab CA (what a
-                          production probe verifying public certificates loads): shows what
-                          loading a CA bundle per session costs
-  ..., one context        the same, with the core's ssl_context() cached for the process (a
-                          proposed change, measured by wrapping it in functools.lru_cache)
   ansible forks           ansible-playbook, 15 inventory hosts (ansible_connection: local), one
                           per mailbox, forks=15, mail_roundtrip in a loop of K per host
   ansible batch           ansible-playbook, one task on localhost running
@@ -62,15 +57,11 @@ def with_server_cpu(lab, fn):
     return out
 
 
-def core_pool(lab, seconds, progress, label, ca_path=None, cache_context=False) -> dict:
+def core_pool(lab, seconds, progress, label) -> dict:
     lab_json = TMP / 'lab.json'
     lab_json.write_text(json.dumps(lab.data))
     cmd = [PYTHON, '-m', 'bench.throughput_core', '--lab', str(lab_json), '--accounts', ','.join(BENCH_ACCOUNTS),
            '--seconds', str(seconds), '--label', label]
-    if ca_path:
-        cmd += ['--ca-path', str(ca_path)]
-    if cache_context:
-        cmd += ['--cache-context']
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if line.startswith('progress '):
@@ -141,34 +132,19 @@ def forks_inventory(lab) -> str:
     return str(path)
 
 
-def run(lab, core_seconds=30, bundle_seconds=15, loop_per_host=6, batch_rounds=20, step=3, steps=4) -> dict:
+def run(lab, core_seconds=30, loop_per_host=6, batch_rounds=20, step=3, steps=4) -> dict:
     for user in BENCH_ACCOUNTS:           # Maildirs exist, leftovers of aborted runs gone
         lab.clean_probe_mail(user)
     before = settle_and_check(lab, BENCH_ACCOUNTS, timeout=5)
-    say('[%d/%d] round trips per minute: %d mailboxes (%s..%s); core %d s, CA bundle %d s, ansible forks %d x %d, '
+    say('[%d/%d] round trips per minute: %d mailboxes (%s..%s); core %d s, ansible forks %d x %d, '
         'ansible batch %d x %d' % (step, steps, len(BENCH_ACCOUNTS), BENCH_ACCOUNTS[0], BENCH_ACCOUNTS[-1],
-                                   core_seconds, bundle_seconds, len(BENCH_ACCOUNTS), loop_per_host,
+                                   core_seconds, len(BENCH_ACCOUNTS), loop_per_host,
                                    len(BENCH_ACCOUNTS), batch_rounds))
-    progress = Progress(step, steps, 'round trips per minute', 5)
+    progress = Progress(step, steps, 'round trips per minute', 3)
     ways = []
 
     ways.append(with_server_cpu(lab, lambda: core_pool(lab, core_seconds, progress, 'core, thread pool')))
     ways[-1]['after'] = settle_and_check(lab, BENCH_ACCOUNTS)
-
-    bundle = TMP / 'system-plus-lab-ca.pem'
-    system = '/etc/ssl/certs/ca-certificates.crt'
-    if os.path.exists(system):
-        bundle.write_bytes(open(system, 'rb').read() + b'\n' + open(lab.ca_path, 'rb').read())
-        n_ca = bundle.read_bytes().count(b'BEGIN CERTIFICATE')
-        ways.append(with_server_cpu(lab, lambda: core_pool(lab, bundle_seconds, progress,
-                                                           'core, %d-CA bundle' % n_ca, ca_path=bundle)))
-        ways[-1]['after'] = settle_and_check(lab, BENCH_ACCOUNTS)
-        ways.append(with_server_cpu(lab, lambda: core_pool(lab, bundle_seconds, progress,
-                                                           'core, %d-CA bundle, one context (proposed)' % n_ca,
-                                                           ca_path=bundle, cache_context=True)))
-        ways[-1]['after'] = settle_and_check(lab, BENCH_ACCOUNTS)
-    else:
-        progress.tick(2, note='no system CA bundle: skipped')
 
     inventory = forks_inventory(lab)
     probes = {u: roundtrip_params(lab, u) for u in BENCH_ACCOUNTS}

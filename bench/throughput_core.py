@@ -11,7 +11,6 @@ figures. Progress lines go to stderr.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import resource
 import sys
@@ -28,16 +27,10 @@ def main(argv=None):
     ap.add_argument('--seconds', type=float, default=30)
     ap.add_argument('--threads-per-account', type=int, default=1)
     ap.add_argument('--path', default='submission+pop3s')
-    ap.add_argument('--ca-path', default=None, help='CA bundle to verify with (default: the lab CA)')
-    ap.add_argument('--cache-context', action='store_true',
-                    help='proposed change, measured: one SSLContext per (validate_certs, ca_path) for the process '
-                         'instead of one per session')
     ap.add_argument('--label', default='core')
     args = ap.parse_args(argv)
     lab = Lab(json.load(open(args.lab)))
     _smtp, _pop3, rt, probe = import_core()
-    if args.cache_context:
-        probe.ssl_context = functools.lru_cache(maxsize=16)(probe.ssl_context)
     accounts = args.accounts.split(',')
     stop_at = time.monotonic() + args.seconds
     lock = threading.Lock()
@@ -46,8 +39,6 @@ def main(argv=None):
 
     def worker(user):
         params = roundtrip_params(lab, user, args.path)
-        if args.ca_path:
-            params['ca_path'] = args.ca_path
         while time.monotonic() < stop_at:
             with lock:
                 started[0] += 1
@@ -84,7 +75,6 @@ def main(argv=None):
     ok = [r for r in results if r['ok']]
     out = {
         'label': args.label, 'threads': len(threads), 'accounts': len(accounts), 'path': args.path,
-        'ca_path': args.ca_path or 'lab CA (1 certificate)', 'cached_context': args.cache_context,
         'trips': len(results), 'ok': len(ok), 'failed': len(results) - len(ok), 'failures': failures,
         'wall_s': round(wall, 2), 'per_minute': round(len(ok) / wall * 60, 1),
         'cpu_s': round(cpu, 2), 'cpu_ms_per_trip': round(cpu / max(1, len(ok)) * 1000, 2),
