@@ -1,27 +1,35 @@
 # -*- coding: utf-8 -*-
 # Copyright: mailops.health developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Argument specs shared by the modules, written once (documented once in doc_fragments)."""
+"""Argument specs shared by the modules, written once (documented once in doc_fragments). The
+defaults are the core's own constants."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.mailops.health.plugins.module_utils._probe import TLS_MODES
+from ansible_collections.mailops.health.plugins.module_utils._batch import DEFAULT_PARALLEL, FAIL_ON
 from ansible_collections.mailops.health.plugins.module_utils._pop3 import POP3_AUTH
-from ansible_collections.mailops.health.plugins.module_utils._smtp import AUTH_MECHANISMS
-
-# Options every module has (doc fragment mailops.health.common).
-COMMON = dict(
-    timeout=dict(type='int', default=60),
-    validate_certs=dict(type='bool', default=True),
-    ca_path=dict(type='path'),
-    allow_cleartext_auth=dict(type='bool', default=False),
-    transcript=dict(type='bool', default=False),
-    warning_ms=dict(type='float'),
-    critical_ms=dict(type='float'),
+from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAULT_TIMEOUT
+from ansible_collections.mailops.health.plugins.module_utils._roundtrip import (
+    DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME,
+)
+from ansible_collections.mailops.health.plugins.module_utils._session import TLS_MODES
+from ansible_collections.mailops.health.plugins.module_utils._smtp import (
+    AUTH_MECHANISMS, DEFAULT_BODY, DEFAULT_SUBJECT, SMTP_AUTH,
 )
 
-SMTP_AUTH = ('none', 'password')
+
+def common():
+    """Options every module has (doc fragment mailops.health.common)."""
+    return dict(
+        timeout=dict(type='int', default=DEFAULT_TIMEOUT),
+        validate_certs=dict(type='bool', default=True),
+        ca_path=dict(type='path'),
+        allow_cleartext_auth=dict(type='bool', default=False),
+        transcript=dict(type='bool', default=False),
+        warning_ms=dict(type='float'),
+        critical_ms=dict(type='float'),
+    )
 
 
 def endpoint(prefix='', tls_default='tls'):
@@ -52,11 +60,32 @@ def pop3_auth(prefix='', default='password'):
     return spec, required_if
 
 
+def smtp_check_spec():
+    auth_spec, required_if = smtp_auth()
+    spec = dict(common(), **endpoint(tls_default='tls'))
+    spec.update(auth_spec)
+    spec.update(
+        send_mail=dict(type='bool', default=False),
+        mail_from=dict(type='str'),
+        mail_to=dict(type='list', elements='str'),
+        subject=dict(type='str', default=DEFAULT_SUBJECT),
+        body=dict(type='str', default=DEFAULT_BODY),
+    )
+    return spec, required_if + [('send_mail', True, ('mail_from', 'mail_to'))]
+
+
+def pop3_check_spec():
+    auth_spec, required_if = pop3_auth(default='none')
+    spec = dict(common(), **endpoint(tls_default='starttls_if_available'))
+    spec.update(auth_spec)
+    return spec, required_if
+
+
 def roundtrip_spec():
     """mail_roundtrip's options, written once: its own argument spec, and the spec each probe of
     mail_roundtrip_batch is checked against. Returns (spec, required_if); fresh dicts every call."""
     smtp_auth_spec, required_if = smtp_auth(prefix='smtp_')
-    spec = dict((key, dict(value)) for key, value in COMMON.items())
+    spec = common()
     spec.update(endpoint('smtp_', tls_default='starttls_if_available'))
     spec.update(endpoint('pop3_', tls_default='starttls_if_available'))
     spec.update(smtp_auth_spec)
@@ -69,8 +98,28 @@ def roundtrip_spec():
         mail_from=dict(type='str', required=True),
         mail_to=dict(type='str', required=True),
         subject_prefix=dict(type='str', default=''),
-        connection_interval=dict(type='float', default=5),
-        max_trip_time=dict(type='int', default=30),
+        connection_interval=dict(type='float', default=DEFAULT_CONNECTION_INTERVAL),
+        max_trip_time=dict(type='int', default=DEFAULT_MAX_TRIP_TIME),
         cleanup_stale=dict(type='bool', default=False),
     )
     return spec, required_if
+
+
+def loose(spec):
+    """spec with nothing required and no defaults: the shape of a batch's probes and defaults,
+    which are complete only once laid over each other."""
+    return dict((key, dict((k, v) for k, v in option.items() if k not in ('required', 'default')))
+                for key, option in spec.items())
+
+
+def batch_spec():
+    """mail_roundtrip_batch's options: probes and defaults as suboptions (so Ansible checks their
+    types and choices and masks their passwords); required options and defaults are applied
+    to each probe laid over defaults (see the module)."""
+    suboptions = loose(roundtrip_spec()[0])
+    return dict(
+        probes=dict(type='list', elements='dict', required=True, options=suboptions),
+        defaults=dict(type='dict', default={}, options=loose(roundtrip_spec()[0])),
+        parallel=dict(type='int', default=DEFAULT_PARALLEL),
+        fail_on=dict(type='str', choices=list(FAIL_ON), default='any'),
+    )

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: mailops.health developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""POP3 side of the probe core (RFC 1939 with APOP, RFC 2449 CAPA, RFC 2595 STLS)."""
+"""POP3 in the probe core (RFC 1939 with APOP, RFC 2449 CAPA, RFC 2595 STLS): the client steps of
+the one session shape, pop3_check, and the receive side of a round trip over POP3."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -11,12 +12,16 @@ import re
 import time
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, MAX_RESPONSE, ProbeError, Refused, cleartext_guard, connect, is_number, ms_since, new_session, probe, require_tls_or_warn,
-    validate_endpoint,
+    ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
+)
+from ansible_collections.mailops.health.plugins.module_utils._session import (
+    MASK, MAX_RESPONSE, Client, cleartext_guard, converse, endpoint_port,
 )
 
 POP3_AUTH = ('none', 'password', 'apop')
 _APOP_TIMESTAMP = re.compile(r'<[^<>\s]+>')
+# More new messages than this since the previous check: one full UIDL listing is cheaper.
+APPENDED_LIMIT = 20
 
 
 def is_locked(message):
@@ -24,14 +29,18 @@ def is_locked(message):
     return '[IN-USE]' in message or 'locked' in message.lower()
 
 
-class Pop3Client:
-    """One POP3 dialogue over a Session."""
+class Pop3Client(Client):
+    """The POP3 steps of the one session shape, and the commands a mailbox check needs."""
 
-    def __init__(self, session):
-        self.session = session
-        self.banner = None
+    protocol = 'pop3'
+    tls_command = 'STLS'
+    login_timing = 'login_ms'
+
+    def __init__(self, session, params, check):
+        super(Pop3Client, self).__init__(session, params, check)
         self.timestamp = None
-        self.capabilities = None
+        self.capability_list = None
+        self.deleted = 0
 
     def status(self, stage):
         line = self.session.read_line(stage)
@@ -71,26 +80,39 @@ class Pop3Client:
             self.session.note('S: <%d lines>' % count)
         return lines
 
+    # -- the steps of the session shape ---------------------------------------------------
     def greet(self):
         ok, text = self.status('banner')
-        self.banner = text
+        self.facts['banner'] = text
         if not ok:
-            raise self.session.error('banner', 'server refused the connection (-ERR %s)' % text)
+            raise self.session.error('banner', 'server refused the connection (-ERR %s)' % text, Refused)
         match = _APOP_TIMESTAMP.search(text)
         self.timestamp = match.group(0) if match else None
+        self.facts['apop_supported'] = self.timestamp is not None
 
-    def capa(self):
+    def capabilities(self):
         """CAPA is optional (RFC 2449): a server without it answers -ERR; then None."""
         self.session.send_line('banner', 'CAPA')
         ok, _text = self.status('banner')
-        self.capabilities = self.multiline('banner') if ok else None
+        self.capability_list = self.multiline('banner') if ok else None
+        self.facts['capabilities'] = self.capability_list or []
 
     def has(self, keyword):
-        return any(c.split(' ')[0].upper() == keyword for c in self.capabilities or ())
+        return any(c.split(' ')[0].upper() == keyword for c in self.capability_list or ())
 
-    def login(self, method, username, password, allow_cleartext_auth):
+    def offers_tls(self):
+        # Without CAPA the server may still know STLS: in 'starttls' mode we try it anyway.
+        return self.has('STLS') or (self.capability_list is None and self.params['tls_mode'] == 'starttls')
+
+    def upgrade(self):
+        self.command('tls', 'STLS', 'STLS')
+
+    def login(self):
+        method = self.params.get('pop3_auth', 'none')
+        if method == 'none':
+            return False
+        username, password = self.params.get('username') or '', self.params.get('password') or ''
         session = self.session
-        session.add_secret(password)
         if method == 'apop':
             if not self.timestamp:
                 raise session.error('login', 'APOP requested but the banner carries no APOP timestamp')
@@ -98,10 +120,30 @@ class Pop3Client:
             session.add_secret(digest)
             self.command('login', 'APOP %s %s' % (username, digest), 'APOP', shown='APOP %s %s' % (username, MASK))
         else:
-            cleartext_guard(session, allow_cleartext_auth, 'login', 'a password with USER/PASS')
+            cleartext_guard(session, self.params.get('allow_cleartext_auth', False), 'login', 'a password with USER/PASS')
             self.command('login', 'USER ' + username, 'USER')
             self.command('login', 'PASS ' + password, 'PASS', shown='PASS ' + MASK)
+        return True
 
+    def quit(self):
+        """QUIT ends the session and, after DELE, commits the deletions (RFC 1939 UPDATE state):
+        a failure then says what is known about them."""
+        try:
+            self.command('quit', 'QUIT', 'QUIT')
+        except Refused as e:
+            if self.deleted:
+                # RFC 1939 6: -ERR to QUIT after DELE means deleted messages were not removed.
+                raise ProbeError('quit', '%s; the deletion was not committed and the mail stays in the mailbox'
+                                 % e.message)
+            raise
+        except ProbeError as e:
+            if self.deleted:
+                raise ProbeError('quit', '%s; DELE was accepted but QUIT got no answer, so it is not known whether '
+                                 'the server removed the mail (cleanup_stale removes it later if it stayed)'
+                                 % e.message)
+            raise
+
+    # -- mailbox commands -----------------------------------------------------------------
     def stat(self):
         text = self.command('stat', 'STAT', 'STAT')
         parts = text.split()
@@ -145,72 +187,122 @@ class Pop3Client:
 
     def delete(self, number):
         self.command('delete', 'DELE %d' % number, 'DELE %d' % number)
-
-    def quit(self, what='QUIT'):
-        self.command('quit', 'QUIT', what)
+        self.deleted += 1
 
 
-def open_session(session, params, warnings):
-    """Connect, greet, negotiate TLS and log in as params say (the pop3_check options).
-    Returns (client, facts); the caller ends the session with client.quit()."""
-    tls_mode = params['tls_mode']
-    client = Pop3Client(session)
-    timings = {}
-    facts = {'host': session.host, 'port': session.port, 'timings': timings}
-    start = time.monotonic()
-    try:
-        connect(session, tls_mode, warnings)
-        timings['connect_ms'] = ms_since(start)
-        client.greet()
-        timings['banner_ms'] = ms_since(start)
-        facts['banner'] = client.banner
-        client.capa()
-        # Without CAPA the server may still know STLS: in 'starttls' mode we try it anyway.
-        offered = client.has('STLS') or (client.capabilities is None and tls_mode == 'starttls')
-        if require_tls_or_warn(session, offered, tls_mode, 'STLS', warnings):
-            client.command('tls', 'STLS', 'STLS')
-            session.start_tls()
-            client.capa()
-        timings['tls_ms'] = ms_since(start)
-        facts['capabilities'] = client.capabilities or []
-        facts['apop_supported'] = client.timestamp is not None
-        method = params.get('pop3_auth', 'none')
-        if method != 'none':
-            client.login(method, params.get('username') or '', params.get('password') or '',
-                         params.get('allow_cleartext_auth', False))
-            timings['login_ms'] = ms_since(start)
-    except ProbeError as e:
-        session.close()
-        facts['tls'] = session.tls
-        e.result = dict(facts, **e.result)
-        raise
-    facts['tls'] = session.tls
-    return client, facts
+def run_session(params, check, work=None):
+    """One POP3 session as params describe (the pop3_check options), with work(client) after the
+    login. Returns the facts of the session."""
+    return converse(Pop3Client, params, check, work)
 
 
 def pop3_check(params):
     """The pop3_check module's core: returns the result dict, raises ProbeError on failure."""
     validate_endpoint(params)
 
-    def body(check):
-        warnings = check.warnings
-        session = new_session('pop3', params, check)
-        start = time.monotonic()
-        result = {}
-        try:
-            client, facts = open_session(session, params, warnings)
-            result.update(facts)
-            try:
-                if params.get('pop3_auth', 'none') != 'none':
-                    result['message_count'], result['mailbox_size'] = client.stat()
-                client.quit()
-            finally:
-                client.session.close()
-        except ProbeError as e:
-            result['response_time_ms'] = ms_since(start)
-            e.result = dict(result, **e.result)
-            raise
-        result['response_time_ms'] = ms_since(start)
-        return result
+    def stat(client):
+        client.facts['message_count'], client.facts['mailbox_size'] = client.stat()
 
-    return probe(params, 'response_time_ms', body)
+    def body(check):
+        return run_session(params, check, stat if params.get('pop3_auth', 'none') != 'none' else None)
+
+    return run_check(params, 'response_time_ms', body)
+
+
+class Pop3Mailbox:
+    """The receive side of a round trip over POP3 (the interface _roundtrip.Receiver describes).
+    POP3 shows new mail only at login, so each visit is one session. It remembers which messages
+    it has looked at, so each visit reads the headers of new messages only."""
+
+    side = 'pop3'
+
+    def __init__(self, params, check):
+        self.params = params
+        self.check = check
+        self.label = endpoint_label('pop3', params['host'], endpoint_port('pop3', params))
+        self.busy = 0
+        self.seen = set()
+        # (message count, UIDL of the last message) at the previous full listing or check.
+        self.tail = None
+        # False once the server gave two messages the same UIDL: then UIDLs tell nothing and
+        # every visit reads the headers of every message.
+        self.unique_uids = True
+
+    def visit(self, timeout, sort=None):
+        """One session: log in, list what is new, hand each new message's header lines to
+        sort(), which says 'ours', 'stale' or None (someone else's; without sort no headers
+        are read), delete ours and stale, quit. Returns the session's facts with seen_at,
+        copies and stale_deleted, or None when another session holds the mailbox lock (worth
+        another try, not a failure)."""
+        params = dict(self.params, timeout=timeout)
+        found = {'ours': [], 'stale': []}
+        seen_at = []
+
+        def work(client):
+            for number, uid in self.new_messages(client):
+                kind = sort(client.headers(number)) if sort is not None else None
+                if kind is not None:
+                    found[kind].append(number)
+                    if kind == 'ours' and not seen_at:
+                        seen_at.append(time.monotonic())
+                elif uid is not None:
+                    self.seen.add(uid)
+            for number in found['ours'] + found['stale']:
+                client.delete(number)
+
+        try:
+            facts = run_session(params, self.check, work)
+        except ProbeError as e:
+            if e.stage == 'login' and is_locked(e.message):
+                self.busy += 1
+                return None
+            raise
+        facts.update(seen_at=seen_at[0] if seen_at else None, copies=len(found['ours']),
+                     stale_deleted=len(found['stale']))
+        return facts
+
+    def distrust_uids(self):
+        if self.unique_uids:
+            self.unique_uids = False
+            self.check.warnings.append('%s gives several messages the same UIDL; every check reads the headers of '
+                                       'every message instead' % self.label)
+
+    def appended(self, client):
+        """The numbers of the messages that arrived since the previous check, or None when that
+        cannot be told cheaply. POP3 only appends: if the message that was last then still has
+        the same number and UIDL, nothing before it was removed and the new ones follow it, so
+        a large mailbox costs STAT and a few single UIDLs instead of a full listing."""
+        if self.tail is None:
+            return None
+        count = client.stat()[0]
+        last_count, last_uid = self.tail
+        if count < last_count or count - last_count > APPENDED_LIMIT:
+            return None
+        if last_count and client.uid(last_count) != last_uid:
+            return None
+        return range(count, last_count, -1)
+
+    def new_messages(self, client):
+        """(number, uid) of the messages not looked at yet, newest first."""
+        if self.unique_uids:
+            numbers = self.appended(client)
+            if numbers is not None:
+                new = [(n, client.uid(n)) for n in numbers]
+                uids = [uid for _n, uid in new]
+                if None not in uids:
+                    if len(set(uids)) < len(uids) or self.seen.intersection(uids):
+                        # A new message cannot carry the UIDL of another one (RFC 1939 7).
+                        self.distrust_uids()
+                    else:
+                        self.tail = (numbers[0], new[0][1]) if new else self.tail
+                        return new
+        listing = client.listing('UIDL', 'search') if self.unique_uids else None
+        if listing is not None and len(set(listing.values())) < len(listing):
+            self.distrust_uids()
+        if listing is not None and self.unique_uids:
+            count = max(listing) if listing else 0
+            self.tail = (count, listing.get(count))
+            return [(n, uid) for n, uid in sorted(listing.items(), reverse=True) if uid not in self.seen]
+        # No UIDL, or UIDLs that are not unique: every message is new to us in every session.
+        numbers = listing if listing is not None else client.listing('LIST', 'search') or {}
+        return [(n, None) for n in sorted(numbers, reverse=True)]

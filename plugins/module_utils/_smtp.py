@@ -11,16 +11,20 @@ import hashlib
 import hmac
 import re
 import socket
-import time
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    MASK, MAX_RESPONSE, ProbeError, Refused, is_number, cleartext_guard, connect, ms_since, new_session, probe,
-    require_tls_or_warn, validate_endpoint,
+    ProbeError, Refused, is_number, run_check, validate_endpoint,
+)
+from ansible_collections.mailops.health.plugins.module_utils._session import (
+    MASK, MAX_RESPONSE, Client, cleartext_guard, converse,
 )
 
+DEFAULT_SUBJECT = 'mailops.health test mail'
+DEFAULT_BODY = 'Test mail sent by mailops.health.smtp_check.'
+SMTP_AUTH = ('none', 'password')
 AUTH_MECHANISMS = ('auto', 'plain', 'login', 'cram-md5')
 # Order for auth_mechanism=auto: a challenge mechanism first because it never reveals the password.
 _AUTO_ORDER = ('CRAM-MD5', 'PLAIN', 'LOGIN')
@@ -88,11 +92,16 @@ def build_message(mail_from, recipients, subject, body, headers=None, domain=Non
     return msg.as_bytes(), message_id
 
 
-class SmtpClient:
-    """One SMTP dialogue over a Session."""
+class SmtpClient(Client):
+    """The SMTP steps of the one session shape (RFC 5321, RFC 3207 STARTTLS, RFC 4954 AUTH)."""
 
-    def __init__(self, session):
-        self.session = session
+    protocol = 'smtp'
+    tls_command = 'STARTTLS'
+    login_timing = 'auth_ms'
+
+    def __init__(self, session, params, check):
+        super(SmtpClient, self).__init__(session, params, check)
+        self.helo = params.get('helo') or default_helo()
         self.features = []
         self.auth_mechanisms = []
 
@@ -117,6 +126,31 @@ class SmtpClient:
         if code not in expect:
             raise self.session.error(stage, '%s refused (%d %s)' % (what, code, ' '.join(lines)), Refused)
         return code, lines
+
+    def greet(self):
+        code, lines = self.reply('banner')
+        self.facts['banner'] = ' '.join(lines)
+        if code != 220:
+            raise self.session.error('banner', 'server refused the connection (%d %s)' % (code, ' '.join(lines)), Refused)
+
+    def capabilities(self):
+        self.hello(self.helo)
+        self.facts['features'] = self.features
+        self.facts['auth_mechanisms'] = self.auth_mechanisms
+
+    def offers_tls(self):
+        return self.has('STARTTLS')
+
+    def upgrade(self):
+        self.command('tls', 'STARTTLS', (220,), 'STARTTLS')
+
+    def login(self):
+        if self.params.get('smtp_auth', 'none') != 'password':
+            return False
+        self.facts['auth_mechanism_used'] = self.authenticate(
+            self.params.get('username') or '', self.params.get('password') or '',
+            self.params.get('auth_mechanism') or 'auto', self.params.get('allow_cleartext_auth', False))
+        return True
 
     def hello(self, name):
         self.session.send_line('helo', 'EHLO ' + name)
@@ -183,7 +217,7 @@ class SmtpClient:
         return mech.lower()
 
     def send(self, mail_from, recipients, data):
-        """MAIL, RCPT, DATA; returns the server's final reply text."""
+        """MAIL, RCPT, DATA; the server's final reply goes into the facts."""
         self.command('mail_from', 'MAIL FROM:<%s>' % mail_from, (250,), 'MAIL FROM')
         for rcpt in recipients:
             self.command('rcpt', 'RCPT TO:<%s>' % rcpt, (250, 251), 'RCPT TO <%s>' % rcpt)
@@ -197,8 +231,11 @@ class SmtpClient:
         self.session.note('C: .')
         code, lines = self.reply('data')
         if code != 250:
-            raise self.session.error('data', 'message refused (%d %s)' % (code, ' '.join(lines)))
-        return '%d %s' % (code, ' '.join(lines))
+            raise self.session.error('data', 'message refused (%d %s)' % (code, ' '.join(lines)), Refused)
+        self.facts['data_reply'] = '%d %s' % (code, ' '.join(lines))
+        match = _QUEUE_ID.search(self.facts['data_reply'])
+        self.facts['queue_id'] = match.group(1) if match else None
+        self.mark('data_ms')
 
     def quit(self):
         self.command('quit', 'QUIT', (221,), 'QUIT')
@@ -207,54 +244,9 @@ class SmtpClient:
 def run_session(params, check, message=None):
     """One SMTP session as params describe (the smtp_check options); sends message
     (mail_from, recipients, bytes) when given. Returns the facts of the session."""
-    tls_mode = params['tls_mode']
-    warnings = check.warnings
-    session = new_session('smtp', params, check)
-    client = SmtpClient(session)
-    result = {'host': session.host, 'port': session.port}
-    timings = {}
-    start = time.monotonic()
-    try:
-        try:
-            connect(session, tls_mode, warnings)
-            timings['connect_ms'] = ms_since(start)
-            code, lines = client.reply('banner')
-            result['banner'] = ' '.join(lines)
-            if code != 220:
-                raise session.error('banner', 'server refused the connection (%d %s)' % (code, ' '.join(lines)))
-            timings['banner_ms'] = ms_since(start)
-            helo = params.get('helo') or default_helo()
-            client.hello(helo)
-            if require_tls_or_warn(session, client.has('STARTTLS'), tls_mode, 'STARTTLS', warnings):
-                client.command('tls', 'STARTTLS', (220,), 'STARTTLS')
-                session.start_tls()
-                client.hello(helo)
-            timings['tls_ms'] = ms_since(start)
-            result['features'] = client.features
-            result['auth_mechanisms'] = client.auth_mechanisms
-            if params.get('smtp_auth', 'none') == 'password':
-                result['auth_mechanism_used'] = client.authenticate(
-                    params.get('username') or '', params.get('password') or '',
-                    params.get('auth_mechanism') or 'auto', params.get('allow_cleartext_auth', False))
-                timings['auth_ms'] = ms_since(start)
-            if message is not None:
-                mail_from, recipients, data = message
-                result['data_reply'] = client.send(mail_from, recipients, data)
-                match = _QUEUE_ID.search(result['data_reply'])
-                result['queue_id'] = match.group(1) if match else None
-                timings['data_ms'] = ms_since(start)
-            client.quit()
-        finally:
-            session.close()
-            result['tls'] = session.tls
-    except ProbeError as e:
-        result['response_time_ms'] = ms_since(start)
-        result['timings'] = timings
-        e.result = dict(result, **e.result)
-        raise
-    result['response_time_ms'] = ms_since(start)
-    result['timings'] = timings
-    return result
+    def send(client):
+        client.send(*message)
+    return converse(SmtpClient, params, check, send if message is not None else None)
 
 
 def smtp_check(params, check_mode=False):
@@ -263,9 +255,8 @@ def smtp_check(params, check_mode=False):
     message = message_id = None
     if params.get('send_mail'):
         recipients = normalize_recipients(params['mail_to'])
-        data, message_id = build_message(params['mail_from'], recipients,
-                                         params.get('subject') or 'mailops.health test mail',
-                                         params.get('body') or 'Test mail sent by mailops.health.smtp_check.')
+        data, message_id = build_message(params['mail_from'], recipients, params.get('subject') or DEFAULT_SUBJECT,
+                                         params.get('body') or DEFAULT_BODY)
         message = (params['mail_from'], recipients, data)
 
     def body(check):
@@ -276,4 +267,4 @@ def smtp_check(params, check_mode=False):
             result['message_id'] = None if check_mode else message_id
         return result
 
-    return probe(params, 'response_time_ms', body)
+    return run_check(params, 'response_time_ms', body)

@@ -243,7 +243,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 
 from ansible_collections.mailops.health.plugins.module_utils import _args
-from ansible_collections.mailops.health.plugins.module_utils._roundtrip import FAIL_ON, mail_roundtrip_batch
+from ansible_collections.mailops.health.plugins.module_utils._batch import FAIL_ON, mail_roundtrip_batch
 from ansible_collections.mailops.health.plugins.module_utils._runner import run
 
 

@@ -147,10 +147,8 @@ from ansible_collections.mailops.health.plugins.module_utils._runner import run
 
 
 def main():
-    auth_spec, auth_required = _args.pop3_auth(default='none')
-    spec = dict(_args.COMMON, **_args.endpoint(tls_default='starttls_if_available'))
-    spec.update(auth_spec)
-    module = AnsibleModule(argument_spec=spec, required_if=auth_required, supports_check_mode=True)
+    spec, required_if = _args.pop3_check_spec()
+    module = AnsibleModule(argument_spec=spec, required_if=required_if, supports_check_mode=True)
     run(module, pop3_check)
 
 

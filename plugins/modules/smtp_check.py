@@ -252,21 +252,8 @@ from ansible_collections.mailops.health.plugins.module_utils._smtp import smtp_c
 
 
 def main():
-    auth_spec, auth_required = _args.smtp_auth()
-    spec = dict(_args.COMMON, **_args.endpoint(tls_default='tls'))
-    spec.update(auth_spec)
-    spec.update(
-        send_mail=dict(type='bool', default=False),
-        mail_from=dict(type='str'),
-        mail_to=dict(type='list', elements='str'),
-        subject=dict(type='str', default='mailops.health test mail'),
-        body=dict(type='str', default='Test mail sent by mailops.health.smtp_check.'),
-    )
-    module = AnsibleModule(
-        argument_spec=spec,
-        required_if=auth_required + [('send_mail', True, ('mail_from', 'mail_to'))],
-        supports_check_mode=True,
-    )
+    spec, required_if = _args.smtp_check_spec()
+    module = AnsibleModule(argument_spec=spec, required_if=required_if, supports_check_mode=True)
     run(module, smtp_check, module.check_mode)
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.mailops.health.plugins.module_utils._probe import STAGES, TLS_MODES
-from lab.docker.config import PORT_KIND
+from ansible_collections.mailops.health.plugins.module_utils._probe import STAGES
+from ansible_collections.mailops.health.plugins.module_utils._session import TLS_MODES
+from lab.docker.config import PORTS, TLS_BADCERT
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location('matrix_render', HERE / 'render.py')
@@ -21,10 +22,10 @@ render = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(render)
 
 TABLE = yaml.safe_load(render.TABLE.read_text())
-SMTP_ENDPOINTS = [name for name, (protocol, _tls) in PORT_KIND.items() if protocol == 'smtp']
-POP3_ENDPOINTS = [name for name, (protocol, _tls) in PORT_KIND.items() if protocol == 'pop3']
+SMTP_ENDPOINTS = [name for name, port in PORTS.items() if port.protocol == 'smtp']
+POP3_ENDPOINTS = [name for name, port in PORTS.items() if port.protocol == 'pop3']
 # An SMTP endpoint "accepts mail" unless its certificate cannot be trusted.
-ACCEPTING_SMTP = [name for name in SMTP_ENDPOINTS if PORT_KIND[name][1] != 'badcert']
+ACCEPTING_SMTP = [name for name in SMTP_ENDPOINTS if PORTS[name].tls != TLS_BADCERT]
 OURS = {'alice', 'bob', 'rt01', 'rt02', 'rt03', 'rt04', 'rt05'}
 CLEARTEXT_MODES = ('none', 'starttls_if_available', 'tls_if_available')
 
@@ -118,6 +119,27 @@ def test_docs_were_generated_from_this_table():
     docs = (render.ROOT / 'docs' / 'matrix.md').read_text()
     assert 'table sha256 %s' % render.table_digest(render.TABLE) in docs, \
         'docs/matrix.md is older than the table: run `make integration matrix-docs`'
+
+
+def test_docs_show_what_the_table_determines():
+    # docs/matrix.md is a real run's page; leaving aside dates, durations and details, it is what
+    # the table gives when every cell is observed as expected.
+    text, _totals = render.render(TABLE, fake_results())
+    assert render.compare(text, render.DOCS.read_text(), 'docs/matrix.md') == [], \
+        'docs/matrix.md does not show the table: run `make integration matrix-docs`'
+
+
+def test_compare_ignores_what_changes_from_run_to_run_and_nothing_else():
+    text, _totals = render.render(TABLE, fake_results())
+    later = fake_results()
+    for module in later.values():
+        module['started'], module['seconds'] = '2027-02-02T02:02:02', 99.9
+        for entry in module['cells']:
+            entry['time_ms'], entry['detail'] = 123.4, 'something else'
+    assert render.compare(render.render(TABLE, later)[0], text, 'before') == []
+    first_ok = next(c for c in TABLE['smtp_check']['cells'] if c['expect'] == 'ok')
+    mismatch = render.render(TABLE, fake_results(lambda cell: 'failed:tls' if cell is first_ok else cell['expect']))[0]
+    assert render.compare(mismatch, text, 'before') != []
 
 
 def fake_results(observe=lambda cell: cell['expect']):

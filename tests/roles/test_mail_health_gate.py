@@ -56,7 +56,7 @@ def test_role_knows_exactly_the_options_of_each_module(check_type, module, monke
 def test_common_options_are_the_shared_ones():
     specs = yaml.safe_load((ROLE / 'meta' / 'argument_specs.yml').read_text())
     common = specs['argument_specs']['main']['options']['mail_health_gate_common']['options']
-    assert set(common) == set(_args.COMMON)
+    assert set(common) == set(_args.common())
 
 
 def play(source_collections, tmp_path, playbook, extra_vars, *args):

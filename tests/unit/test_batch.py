@@ -7,7 +7,7 @@ import time
 import pytest
 from ansible.module_utils import basic
 
-from ansible_collections.mailops.health.plugins.module_utils import _roundtrip
+from ansible_collections.mailops.health.plugins.module_utils import _batch
 from ansible_collections.mailops.health.plugins.modules import mail_roundtrip_batch
 
 from .helpers import roundtrip_params, run_module
@@ -253,7 +253,7 @@ class Recorder:
         self.spans = {}
         self.running = 0
         self.most = 0
-        self.real = _roundtrip.mail_roundtrip
+        self.real = _batch.mail_roundtrip
 
     def __call__(self, params, check_mode=False):
         with self.lock:
@@ -274,10 +274,10 @@ class Recorder:
 @pytest.mark.parametrize('parallel', [2, 4])
 def test_run_many_runs_a_mailbox_one_probe_at_a_time_and_up_to_parallel_mailboxes(lab, boxes, monkeypatch, parallel):
     recorder = Recorder()
-    monkeypatch.setattr(_roundtrip, 'mail_roundtrip', recorder)
+    monkeypatch.setattr(_batch, 'mail_roundtrip', recorder)
     # A mailbox's probes side by side: a runner that ignored mailboxes would run them together.
     probes = [roundtrip_params(lab, user=MAILBOXES[n // 3], subject_prefix='p%d' % n) for n in range(12)]
-    batch = _roundtrip.run_many(probes, parallel=parallel)
+    batch = _batch.run_many(probes, parallel=parallel)
     assert batch['ok'] == 12
     assert recorder.most == parallel
     for user in MAILBOXES:
@@ -287,10 +287,10 @@ def test_run_many_runs_a_mailbox_one_probe_at_a_time_and_up_to_parallel_mailboxe
 
 
 def test_run_many_one_probes_bug_does_not_stop_the_batch(lab, boxes, monkeypatch):
-    monkeypatch.setattr(_roundtrip, 'mail_roundtrip', Recorder())
+    monkeypatch.setattr(_batch, 'mail_roundtrip', Recorder())
     probes = [roundtrip_params(lab, user=user, subject_prefix='p') for user in MAILBOXES]
     probes[1]['subject_prefix'] = 'boom'
-    batch = _roundtrip.run_many(probes, parallel=4)
+    batch = _batch.run_many(probes, parallel=4)
     assert (batch['ok'], batch['failed_count']) == (3, 1)
     entry = batch['results'][1]
     assert (entry['ok'], entry['status'], entry['stage'], entry['msg']) == \

@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from ansible_collections.mailops.health.plugins.module_utils._pop3 import pop3_check
-from ansible_collections.mailops.health.plugins.module_utils._probe import MASK, MAX_LINE, ProbeError, Secrets
+from ansible_collections.mailops.health.plugins.module_utils._probe import ProbeError, Secrets
+from ansible_collections.mailops.health.plugins.module_utils._session import MASK, MAX_LINE
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import mail_roundtrip
 from ansible_collections.mailops.health.plugins.module_utils._smtp import smtp_check
 from ansible_collections.mailops.health.plugins.modules import pop3_check as pop3_module

@@ -117,7 +117,7 @@ def test_connection_refused(lab):
 
 
 def test_tls_context_is_made_once_per_process(lab):
-    from ansible_collections.mailops.health.plugins.module_utils._probe import ssl_context
+    from ansible_collections.mailops.health.plugins.module_utils._session import ssl_context
     ssl_context.cache_clear()
     for _attempt in range(3):
         pop3_check(pop3_params(lab, 'pop3_tls', 'tls'))
@@ -126,7 +126,7 @@ def test_tls_context_is_made_once_per_process(lab):
 
 
 def test_plaintext_check_makes_no_tls_context(lab):
-    from ansible_collections.mailops.health.plugins.module_utils._probe import ssl_context
+    from ansible_collections.mailops.health.plugins.module_utils._session import ssl_context
     ssl_context.cache_clear()
     pop3_check(pop3_params(lab, 'pop3_plain', 'none', ca_path='/nonexistent/ca.pem'))
     assert ssl_context.cache_info().misses == 0
