@@ -1,6 +1,6 @@
 """Observation hooks around the round-trip core, installed at run time (plugins/ is not edited).
 
-- Every Mailbox.visit() is timed; the visit that finds the probe's token hands over the core's
+- Every receiver visit (_pop3.Pop3Mailbox.visit) is timed; the visit that finds the probe's token hands over the core's
   own seen_at (time.monotonic() when the TOP answer with the token was parsed), converted to wall
   clock time so that it can be compared with the Maildir file's kernel timestamp.
 - poll_delays() can be replaced per thread by a fixed interval (the 1-second polling monitoring
@@ -25,17 +25,18 @@ def install(roundtrip_module):
     if _installed.get('done'):
         return
     rt = roundtrip_module
-    orig_visit = rt.Mailbox.visit
+    receiver = rt.RECEIVERS['pop3']
+    orig_visit = receiver.visit
     orig_delays = rt.poll_delays
 
-    def visit(self, timeout, token=None, stale_before=None):
+    def visit(self, timeout, sort=None):
         trace = getattr(_local, 'trace', None)
         start = time.monotonic()
-        facts = orig_visit(self, timeout, token=token, stale_before=stale_before)
+        facts = orig_visit(self, timeout, sort)
         end = time.monotonic()
-        if trace is not None:
-            entry = {'start': _wall(start), 'end': _wall(end), 'with_token': token is not None}
-            if 'seen_at' in facts:
+        if trace is not None and facts is not None:
+            entry = {'start': _wall(start), 'end': _wall(end)}
+            if facts.get('seen_at') is not None:
                 entry['seen'] = _wall(facts['seen_at'])
                 trace['seen'] = entry['seen']
                 trace['finding_visit_start'] = entry['start']
@@ -50,7 +51,7 @@ def install(roundtrip_module):
             while True:
                 yield fixed
 
-    rt.Mailbox.visit = visit
+    receiver.visit = visit
     rt.poll_delays = poll_delays
     _installed['done'] = True
 

@@ -97,3 +97,15 @@ options:
       - Password of O(username). Never returned, logged or shown in a transcript.
     type: str
 '''
+
+    # check_mode and diff_mode of every module: full check mode support, no diff. A module
+    # says in its own check_mode description what check mode leaves out.
+    ATTRIBUTES = r'''
+attributes:
+  check_mode:
+    description: Can run in check mode and does the same as otherwise; the check is read-only.
+    support: full
+  diff_mode:
+    description: Returns no diff.
+    support: none
+'''

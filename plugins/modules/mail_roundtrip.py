@@ -28,16 +28,13 @@ author:
   - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
   - mailops.health.common
+  - mailops.health.common.attributes
 attributes:
   check_mode:
     description:
       - In check mode the module connects and logs in on both sides, sends nothing and deletes nothing.
       - It reports C(changed=false) after a round trip, because the mailbox is left as it was found; only
         O(cleanup_stale) deleting leftovers of earlier runs reports C(changed=true).
-    support: full
-  diff_mode:
-    description: Returns no diff.
-    support: none
 options:
   smtp_host:
     description: SMTP server that accepts the mail.

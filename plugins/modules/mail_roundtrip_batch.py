@@ -23,30 +23,115 @@ description:
     pop3_password)).
 author:
   - mailops.health developers (@mailops-health)
+extends_documentation_fragment:
+  - mailops.health.common.attributes
 attributes:
   check_mode:
     description:
       - In check mode every probe connects and logs in on both sides, sends nothing and deletes nothing, as
         M(mailops.health.mail_roundtrip) does in check mode.
-    support: full
-  diff_mode:
-    description: Returns no diff.
-    support: none
 options:
   probes:
     description:
-      - The round trips to run. Each is a dictionary of the options of M(mailops.health.mail_roundtrip), for example
-        O(mailops.health.mail_roundtrip#module:mail_to), O(mailops.health.mail_roundtrip#module:pop3_username),
-        O(mailops.health.mail_roundtrip#module:pop3_password) and O(mailops.health.mail_roundtrip#module:max_trip_time),
-        with the same types, choices, defaults and requirements.
-      - Each probe is laid over O(defaults); a key set to V(null) in a probe counts as not set.
-      - The passwords (O(mailops.health.mail_roundtrip#module:smtp_password),
-        O(mailops.health.mail_roundtrip#module:pop3_password)) are masked in the result, the warnings and the
-        module's log; the other values, such as host and user names, are not.
+      - The round trips to run. Each is a dictionary of the options of M(mailops.health.mail_roundtrip), with the same
+        types, choices, defaults and requirements.
+      - Each probe is laid over O(defaults); a key set to V(null) in a probe counts as not set. The options that
+        M(mailops.health.mail_roundtrip) requires (such as O(mailops.health.mail_roundtrip#module:pop3_password)) are
+        required of each probe laid over O(defaults).
+      - Ansible checks the types and choices of every probe and refuses unknown keys before the module runs; the
+        passwords are masked in the result, the warnings and the module's log, the other values (host and user names)
+        are not.
       - Must hold at least one probe.
     type: list
     elements: dict
     required: true
+    suboptions: &roundtrip_options
+      allow_cleartext_auth:
+        description: O(mailops.health.mail_roundtrip#module:allow_cleartext_auth).
+        type: bool
+      auth_mechanism:
+        description: O(mailops.health.mail_roundtrip#module:auth_mechanism).
+        type: str
+        choices: [auto, plain, login, cram-md5]
+      ca_path:
+        description: O(mailops.health.mail_roundtrip#module:ca_path).
+        type: path
+      cleanup_stale:
+        description: O(mailops.health.mail_roundtrip#module:cleanup_stale).
+        type: bool
+      connection_interval:
+        description: O(mailops.health.mail_roundtrip#module:connection_interval).
+        type: float
+      critical_ms:
+        description: O(mailops.health.mail_roundtrip#module:critical_ms).
+        type: float
+      helo:
+        description: O(mailops.health.mail_roundtrip#module:helo).
+        type: str
+      mail_from:
+        description: O(mailops.health.mail_roundtrip#module:mail_from).
+        type: str
+      mail_to:
+        description: O(mailops.health.mail_roundtrip#module:mail_to).
+        type: str
+      max_trip_time:
+        description: O(mailops.health.mail_roundtrip#module:max_trip_time).
+        type: int
+      pop3_auth:
+        description: O(mailops.health.mail_roundtrip#module:pop3_auth).
+        type: str
+        choices: [password, apop]
+      pop3_host:
+        description: O(mailops.health.mail_roundtrip#module:pop3_host).
+        type: str
+      pop3_password:
+        description: O(mailops.health.mail_roundtrip#module:pop3_password).
+        type: str
+      pop3_port:
+        description: O(mailops.health.mail_roundtrip#module:pop3_port).
+        type: int
+      pop3_tls_mode:
+        description: O(mailops.health.mail_roundtrip#module:pop3_tls_mode).
+        type: str
+        choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      pop3_username:
+        description: O(mailops.health.mail_roundtrip#module:pop3_username).
+        type: str
+      smtp_auth:
+        description: O(mailops.health.mail_roundtrip#module:smtp_auth).
+        type: str
+        choices: [none, password]
+      smtp_host:
+        description: O(mailops.health.mail_roundtrip#module:smtp_host).
+        type: str
+      smtp_password:
+        description: O(mailops.health.mail_roundtrip#module:smtp_password).
+        type: str
+      smtp_port:
+        description: O(mailops.health.mail_roundtrip#module:smtp_port).
+        type: int
+      smtp_tls_mode:
+        description: O(mailops.health.mail_roundtrip#module:smtp_tls_mode).
+        type: str
+        choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      smtp_username:
+        description: O(mailops.health.mail_roundtrip#module:smtp_username).
+        type: str
+      subject_prefix:
+        description: O(mailops.health.mail_roundtrip#module:subject_prefix).
+        type: str
+      timeout:
+        description: O(mailops.health.mail_roundtrip#module:timeout).
+        type: int
+      transcript:
+        description: O(mailops.health.mail_roundtrip#module:transcript).
+        type: bool
+      validate_certs:
+        description: O(mailops.health.mail_roundtrip#module:validate_certs).
+        type: bool
+      warning_ms:
+        description: O(mailops.health.mail_roundtrip#module:warning_ms).
+        type: float
   defaults:
     description:
       - Options of M(mailops.health.mail_roundtrip) shared by every probe, such as
@@ -54,6 +139,7 @@ options:
         O(mailops.health.mail_roundtrip#module:ca_path). A probe's own value wins.
     type: dict
     default: {}
+    suboptions: *roundtrip_options
   parallel:
     description:
       - How many mailboxes are worked on at once, between V(1) and V(200). Probes on one mailbox always run one after
@@ -240,10 +326,9 @@ stage:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.errors import UnsupportedError
 
 from ansible_collections.mailops.health.plugins.module_utils import _args
-from ansible_collections.mailops.health.plugins.module_utils._batch import FAIL_ON, mail_roundtrip_batch
+from ansible_collections.mailops.health.plugins.module_utils._batch import mail_roundtrip_batch
 from ansible_collections.mailops.health.plugins.module_utils._runner import run
 
 
@@ -252,57 +337,25 @@ def set_values(params):
     return dict((key, value) for key, value in (params or {}).items() if value is not None)
 
 
-def problems(validator, params, secrets):
-    """Validate params against mail_roundtrip's spec; collects the no_log values (also of an invalid
-    or unknown key, which may be a mistyped password) into secrets and returns the error messages."""
-    result = validator.validate(params)
-    secrets.update(result._no_log_values)
-    messages = []
-    for error in result.errors:
-        if isinstance(error, UnsupportedError):
-            known = validator.argument_spec
-            secrets.update(value for key, value in params.items() if key not in known and isinstance(value, str))
-            messages.append('unsupported parameters: %s' % error.msg)
-        else:
-            messages.append(error.msg)
-    return result.validated_parameters, messages
-
-
 def checked_probes(module):
-    """Every probe laid over defaults and validated against mail_roundtrip's own spec; the task fails
-    at stage input, naming the probes, before anything is sent."""
+    """Every probe laid over defaults and validated against mail_roundtrip's own spec (what is
+    required, and the defaults); the task fails at stage input, naming the probes, before anything
+    is sent. Types, choices and unknown keys Ansible has checked already (batch_spec)."""
     spec, required_if = _args.roundtrip_spec()
-    # probes and defaults are no_log in the spec only so that the invocation log (syslog or journal
-    # on the managed node) never holds a password; their other values (host and user names) are
-    # not secret, so only the passwords found below stay masked.
-    module.no_log_values.clear()
-    secrets = set()
-    loose = ArgumentSpecValidator(dict((key, dict(option, required=False, default=None)) for key, option in spec.items()))
+    validator = ArgumentSpecValidator(spec, required_if=required_if)
     defaults = set_values(module.params['defaults'])
-    errors = ['defaults: %s' % message for message in problems(loose, defaults, secrets)[1]]
-    # Invalid defaults would fail every probe again: then only they are reported, but the probes
-    # are still read for their passwords.
-    report = not errors
-    strict = ArgumentSpecValidator(spec, required_if=required_if)
-    probes = []
+    probes, errors = [], []
     for index, probe in enumerate(module.params['probes']):
-        validated, messages = problems(strict, dict(defaults, **set_values(probe)), secrets)
-        if report:
-            errors.extend('probes[%d]: %s' % (index, message) for message in messages)
-        probes.append(validated)
-    module.no_log_values.update(str(secret) for secret in secrets)
+        result = validator.validate(dict(defaults, **set_values(probe)))
+        errors.extend('probes[%d]: %s' % (index, error.msg) for error in result.errors)
+        probes.append(result.validated_parameters)
     if errors:
         module.fail_json(msg='; '.join(errors), stage='input')
     return probes
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(
-        probes=dict(type='list', elements='dict', required=True, no_log=True),
-        defaults=dict(type='dict', default={}, no_log=True),
-        parallel=dict(type='int', default=10),
-        fail_on=dict(type='str', choices=list(FAIL_ON), default='any'),
-    ), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=_args.batch_spec(), supports_check_mode=True)
     run(module, mail_roundtrip_batch, checked_probes(module), module.check_mode)
 
 

@@ -19,14 +19,8 @@ author:
   - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
   - mailops.health.common
+  - mailops.health.common.attributes
   - mailops.health.common.endpoint
-attributes:
-  check_mode:
-    description: Can run in check mode and does the same as otherwise; the check is read-only.
-    support: full
-  diff_mode:
-    description: Returns no diff.
-    support: none
 options:
   tls_mode:
     default: starttls_if_available

@@ -20,14 +20,11 @@ author:
   - mailops.health developers (@mailops-health)
 extends_documentation_fragment:
   - mailops.health.common
+  - mailops.health.common.attributes
   - mailops.health.common.endpoint
 attributes:
   check_mode:
     description: Can run in check mode. It then checks the connection, TLS and login but sends no test mail.
-    support: full
-  diff_mode:
-    description: Returns no diff.
-    support: none
 options:
   tls_mode:
     default: tls

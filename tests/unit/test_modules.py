@@ -5,7 +5,7 @@ import json
 
 from ansible_collections.mailops.health.plugins.modules import mail_roundtrip, pop3_check, smtp_check
 
-from .helpers import run_module
+from .helpers import pop3_params, run_module
 
 
 def test_smtp_check_success(lab, capsys):
@@ -103,3 +103,15 @@ def test_mail_roundtrip_check_mode(lab, capsys):
     assert result['_rc'] == 0
     assert result['sent'] is False
     assert lab.store.messages('bob') == []
+
+
+def test_below_the_python_floor_a_module_fails_with_a_clear_message(lab, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from ansible_collections.mailops.health.plugins.module_utils import _runner
+    monkeypatch.setattr(_runner, 'sys', SimpleNamespace(version_info=(3, 6, 15), executable='/usr/bin/python3.6',
+                                                        version='3.6.15 (default)'))
+    result = run_module(capsys, pop3_check, pop3_params(lab, 'pop3', 'starttls'))
+    assert result['failed'] and result['stage'] == 'input'
+    assert result['msg'] == ('mailops.health needs Python 3.7 or newer on the managed node; /usr/bin/python3.6 is '
+                             'Python 3.6.15')
