@@ -43,10 +43,10 @@ def install(roundtrip_module):
             trace['visits'].append(entry)
         return facts
 
-    def poll_delays(interval):
+    def poll_delays(interval, *args):
         fixed = getattr(_local, 'fixed_interval', None)
         if fixed is None:
-            yield from orig_delays(interval)
+            yield from orig_delays(interval, *args)
         else:
             while True:
                 yield fixed

@@ -32,8 +32,9 @@ options:
     type: path
   allow_cleartext_auth:
     description:
-      - Allow a reusable password (SMTP AUTH PLAIN or LOGIN, POP3 USER/PASS) over a connection without TLS.
-      - Challenge methods (SMTP CRAM-MD5, POP3 APOP) never send the password and need no permission.
+      - Allow a reusable password (SMTP AUTH PLAIN or LOGIN, POP3 USER/PASS, IMAP LOGIN or AUTHENTICATE PLAIN) over a
+        connection without TLS.
+      - Challenge methods (SMTP and IMAP CRAM-MD5, POP3 APOP) never send the password and need no permission.
     type: bool
     default: false
   transcript:
@@ -53,8 +54,9 @@ options:
     type: float
 notes:
   - Failures carry a machine-readable C(stage) (V(input), V(resolve), V(connect), V(banner), V(tls), V(helo), V(auth),
-    V(mail_from), V(rcpt), V(data), V(login), V(stat), V(search), V(retrieve), V(delete), V(quit), V(timeout),
-    V(threshold)) and a message naming the protocol, host and port and what the server said.
+    V(mail_from), V(rcpt), V(data), V(login), V(stat), V(folders), V(select), V(search), V(retrieve), V(delete),
+    V(quit), V(timeout), V(junk), V(threshold)) and a message naming the protocol, host and port and what the server
+    said.
   - Every string option is checked before anything is sent; a control character (CR, LF, NUL, ...) or a Unicode line
     separator fails at stage C(input) naming the option (see C(docs/security.md)).
   - Passwords are C(no_log). Ansible masks every occurrence of a C(no_log) value in the output, so a password that is
@@ -72,18 +74,18 @@ options:
     required: true
   port:
     description:
-      - TCP port. Defaults by O(tls_mode) and protocol; implicit TLS (V(tls), V(tls_if_available)) uses 465 for SMTP and
-        995 for POP3, the other modes 25 and 110.
+      - TCP port. Defaults by O(tls_mode) and protocol; implicit TLS (V(tls), V(tls_if_available)) uses 465 for SMTP,
+        995 for POP3 and 993 for IMAP, the other modes 25, 110 and 143.
     type: int
   tls_mode:
     description:
       - Transport security.
       - V(none) speaks plaintext only.
-      - V(starttls) connects in plaintext and requires the upgrade (SMTP STARTTLS, POP3 STLS); a server that does not
-        offer it fails at stage C(tls).
+      - V(starttls) connects in plaintext and requires the upgrade (SMTP and IMAP STARTTLS, POP3 STLS); a server that
+        does not offer it fails at stage C(tls).
       - V(starttls_if_available) upgrades when the server offers it and otherwise goes on in plaintext with a warning
         and C(tls.established=false).
-      - V(tls) speaks TLS from the first byte (ports 465 and 995); a failed handshake fails.
+      - V(tls) speaks TLS from the first byte (ports 465, 995 and 993); a failed handshake fails.
       - V(tls_if_available) tries implicit TLS and reconnects in plaintext, with a warning, only when the server
         answers in plaintext.
     type: str

@@ -8,10 +8,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.mailops.health.plugins.module_utils._batch import DEFAULT_PARALLEL, FAIL_ON
+from ansible_collections.mailops.health.plugins.module_utils._imap import DEFAULT_FOLDER, IMAP_AUTH, IMAP_MECHANISMS
 from ansible_collections.mailops.health.plugins.module_utils._pop3 import POP3_AUTH
 from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAULT_TIMEOUT
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import (
-    DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME,
+    DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME, JUNK_POLICIES, RECEIVE_PROTOCOLS,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import TLS_MODES
 from ansible_collections.mailops.health.plugins.module_utils._smtp import (
@@ -81,6 +82,17 @@ def pop3_check_spec():
     return spec, required_if
 
 
+def imap_check_spec():
+    spec = dict(common(), **endpoint(tls_default='starttls_if_available'))
+    spec.update(
+        imap_auth=dict(type='str', choices=list(IMAP_AUTH), default='none'),
+        auth_mechanism=dict(type='str', choices=list(IMAP_MECHANISMS), default='auto'),
+        folder=dict(type='str', default=DEFAULT_FOLDER),
+        folders=dict(type='list', elements='str'),
+    )
+    return spec, [('imap_auth', 'password', ('username', 'password'))]
+
+
 def roundtrip_spec():
     """mail_roundtrip's options, written once: its own argument spec, and the spec each probe of
     mail_roundtrip_batch is checked against. Returns (spec, required_if); fresh dicts every call."""
@@ -88,13 +100,24 @@ def roundtrip_spec():
     spec = common()
     spec.update(endpoint('smtp_', tls_default='starttls_if_available'))
     spec.update(endpoint('pop3_', tls_default='starttls_if_available'))
+    spec.update(endpoint('imap_', tls_default='starttls_if_available'))
     spec.update(smtp_auth_spec)
-    # A round trip always reads a mailbox: POP3 credentials are required whatever pop3_auth says.
+    # The receive side: POP3 (as before) or IMAP; the chosen side's host and credentials are
+    # required, whatever pop3_auth says (a round trip always reads a mailbox).
     spec.update(pop3_auth()[0])
     spec['pop3_auth']['choices'] = ['password', 'apop']
-    spec['pop3_username']['required'] = True
-    spec['pop3_password']['required'] = True
+    for key in ('pop3_host', 'imap_host'):
+        spec[key]['required'] = False
+    required_if = required_if + [
+        ('receive_protocol', 'pop3', ('pop3_host', 'pop3_username', 'pop3_password')),
+        ('receive_protocol', 'imap', ('imap_host', 'imap_username', 'imap_password')),
+    ]
     spec.update(
+        receive_protocol=dict(type='str', choices=list(RECEIVE_PROTOCOLS), default='pop3'),
+        imap_auth_mechanism=dict(type='str', choices=list(IMAP_MECHANISMS), default='auto'),
+        imap_folder=dict(type='str', default=DEFAULT_FOLDER),
+        junk_folders=dict(type='list', elements='str'),
+        junk=dict(type='str', choices=list(JUNK_POLICIES), default='warn'),
         mail_from=dict(type='str', required=True),
         mail_to=dict(type='str', required=True),
         subject_prefix=dict(type='str', default=''),

@@ -25,7 +25,7 @@ _LISTED_FAILURES = 10
 
 
 def mailbox_label(mailbox):
-    host, port, user = mailbox
+    _protocol, host, port, user = mailbox
     return '%s@%s:%s' % (user, '[%s]' % host if ':' in host else host, port)
 
 

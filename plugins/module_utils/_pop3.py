@@ -261,6 +261,14 @@ class Pop3Mailbox:
                      stale_deleted=len(found['stale']))
         return facts
 
+    def wait(self, seconds):
+        """POP3 has no push: just wait."""
+        time.sleep(seconds)
+        return False
+
+    def close(self):
+        """Every visit is a whole session: nothing stays open."""
+
     def distrust_uids(self):
         if self.unique_uids:
             self.unique_uids = False

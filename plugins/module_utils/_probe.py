@@ -25,7 +25,8 @@ import time
 PYTHON_FLOOR = (3, 7)
 
 STAGES = ('input', 'resolve', 'connect', 'banner', 'tls', 'helo', 'auth', 'mail_from', 'rcpt',
-          'data', 'login', 'stat', 'search', 'retrieve', 'delete', 'quit', 'timeout', 'threshold')
+          'data', 'login', 'stat', 'folders', 'select', 'search', 'retrieve', 'delete', 'quit', 'timeout', 'junk',
+          'threshold')
 
 # Defaults written once: the argument specs (_args) and the core both use these.
 DEFAULT_TIMEOUT = 60
@@ -42,7 +43,8 @@ TEXT_OPTIONS = ('body',)
 _HOST_NAME = re.compile(r'^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
                         r'(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$')
 # The secret options, each with the user name it goes with (for the AUTH PLAIN payload).
-SECRET_OPTIONS = {'password': 'username', 'smtp_password': 'smtp_username', 'pop3_password': 'pop3_username'}
+SECRET_OPTIONS = {'password': 'username', 'smtp_password': 'smtp_username', 'pop3_password': 'pop3_username',
+                  'imap_password': 'imap_username'}
 
 
 class ProbeError(Exception):
@@ -259,7 +261,8 @@ class Check:
 def grade(result, figure, warning_ms, critical_ms, warnings):
     """Set result['status'] from the primary figure; above critical_ms fails at stage threshold."""
     value = result.get(figure)
-    result['status'] = 'up'
+    # A check may have found itself degraded already (a round trip's mail in the junk folder).
+    result['status'] = 'warning' if result.get('status') == 'warning' else 'up'
     if critical_ms is not None and value is not None and value > critical_ms:
         result['status'] = 'down'
         raise ProbeError('threshold', '%s %s ms is above critical_ms %s' % (figure, value, critical_ms), result)

@@ -4,15 +4,22 @@
 """The round trip: send a uniquely tagged mail over SMTP, watch a mailbox until exactly that
 mail is there, delete it and only it. Protocol-free on the receive side: it talks to a Receiver.
 
-A Receiver (POP3: _pop3.Pop3Mailbox) has
-  side    the name its facts go under in the result ('pop3')
+A Receiver (_pop3.Pop3Mailbox, _imap.ImapMailbox) has
+  side    the name its facts go under in the result ('pop3', 'imap')
   label   the endpoint for messages ('pop3 mail.example.com:995')
   busy    how many visits found the mailbox held by another session
+  first_check_delay (optional)
+          seconds from sending to the first check, when a check is cheaper than FIRST_CHECK_DELAY
+          allows for
   visit(timeout, sort=None)
-          one look into the mailbox: log in, list what is new, hand the header lines of each new
-          message to sort() (-> 'ours', 'stale' or None), delete ours and stale, close. Returns
-          the facts of the look with seen_at (time.monotonic() when ours was first seen, or None),
-          copies and stale_deleted; None when the mailbox was busy.
+          one look into the mailbox: log in (or reuse the open connection), find what is new
+          (or what sort.token finds), hand the header lines of each candidate to sort()
+          (-> 'ours', 'stale' or None), delete ours and stale, and return the facts of the look
+          with seen_at (time.monotonic() when ours was first seen, or None), copies and
+          stale_deleted; None when the mailbox was busy. With sort=None nothing is read.
+  wait(seconds)
+          wait before the next visit; True when the server said new mail arrived meanwhile
+  close() end (log out when a connection is still open)
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,7 +31,7 @@ import uuid
 from email.parser import HeaderParser
 from email.utils import parsedate_to_datetime
 
-from ansible_collections.mailops.health.plugins.module_utils import _pop3, _smtp
+from ansible_collections.mailops.health.plugins.module_utils import _imap, _pop3, _smtp
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
     DEFAULT_TIMEOUT, ProbeError, check_options, check_range, run_check, validate_endpoint,
 )
@@ -41,7 +48,9 @@ FIRST_CHECK_DELAY = 0.01
 _TOKEN = re.compile(r'^[0-9a-f]{32}$')
 _SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth')
 # The receive protocols and their receivers.
-RECEIVERS = {'pop3': _pop3.Pop3Mailbox}
+RECEIVERS = {'pop3': _pop3.Pop3Mailbox, 'imap': _imap.ImapMailbox}
+RECEIVE_PROTOCOLS = ('pop3', 'imap')
+JUNK_POLICIES = ('ok', 'warn', 'fail')
 
 
 def side(params, prefix, extra=()):
@@ -76,41 +85,56 @@ def sent_before(headers, moment):
         return False
 
 
-def sorter(token=None, stale_before=None):
+class Sort:
     """sort() for Receiver.visit: 'ours' for the mail carrying token, 'stale' for an earlier
-    probe's mail dated before stale_before (epoch seconds), None for everything else. None when
-    there is nothing to look for (then no headers are read)."""
-    if token is None and stale_before is None:
-        return None
+    probe's mail dated before stale_before (epoch seconds), None for everything else. header
+    and token also let a receiver search on the server (IMAP UID SEARCH HEADER)."""
 
-    def sort(header_lines):
+    header = TOKEN_HEADER
+
+    def __init__(self, token=None, stale_before=None):
+        self.token = token
+        self.stale_before = stale_before
+
+    def __call__(self, header_lines):
         headers = parse_headers(header_lines)
         found = token_of(headers)
-        if found is not None and found == token:
+        if found is not None and found == self.token:
             return 'ours'
-        if found is not None and stale_before is not None and sent_before(headers, stale_before):
+        if found is not None and self.stale_before is not None and sent_before(headers, self.stale_before):
             return 'stale'
         return None
-    return sort
 
 
-def poll_delays(interval):
+def sorter(token=None, stale_before=None):
+    """A Sort, or None when there is nothing to look for (then no headers are read)."""
+    if token is None and stale_before is None:
+        return None
+    return Sort(token, stale_before)
+
+
+def poll_delays(interval, first=FIRST_CHECK_DELAY):
     """Adaptive polling: quick first checks (a mail usually lands within milliseconds on a
     healthy system), doubling up to connection_interval."""
-    delay = min(FIRST_CHECK_DELAY, interval)
+    delay = min(first, interval)
     while True:
         yield delay
         delay = min(delay * 2, interval)
 
 
-def ticks(deadline, interval, immediately=False):
-    """Sleep through the adaptive schedule, yielding at each check, while the deadline allows."""
+def ticks(receiver, deadline, interval, immediately=False):
+    """Wait through the adaptive schedule (receiver.wait: a sleep, or IMAP IDLE), yielding at
+    each check, while the deadline allows. A wait the server ends early with news of new mail
+    starts the schedule again from the first delay."""
     if immediately:
         yield
-    for delay in poll_delays(interval):
+    first = getattr(receiver, 'first_check_delay', FIRST_CHECK_DELAY)
+    delays = poll_delays(interval, first)
+    for delay in delays:
         if time.monotonic() + delay > deadline:
             return
-        time.sleep(delay)
+        if receiver.wait(delay):
+            delays = poll_delays(interval, first)
         yield
 
 
@@ -131,29 +155,57 @@ def validate(params):
         raise ProbeError('input', 'mail_to must be exactly one address for a round trip')
 
 
+def receive_side(params):
+    """(protocol, options) of the receive side, in the shape the single-protocol core takes."""
+    protocol = params.get('receive_protocol') or 'pop3'
+    if protocol == 'pop3':
+        return protocol, side(params, 'pop3', ('pop3_auth',))
+    one = side(params, 'imap')
+    one.update(imap_auth='password', auth_mechanism=params.get('imap_auth_mechanism') or 'auto',
+               folder=params.get('imap_folder') or _imap.DEFAULT_FOLDER, junk_folders=params.get('junk_folders'))
+    return protocol, one
+
+
 def prepare(params):
     """Check a round trip's options before anything is sent (ProbeError at stage input) and split
     them into the SMTP side and the receive side."""
     validate(params)
+    protocol = params.get('receive_protocol') or 'pop3'
+    if protocol not in RECEIVE_PROTOCOLS:
+        raise ProbeError('input', 'receive_protocol must be one of %s, got %s' % (', '.join(RECEIVE_PROTOCOLS), protocol))
+    missing = [key for key in ('host', 'username', 'password') if not params.get('%s_%s' % (protocol, key))]
+    if missing:
+        raise ProbeError('input', 'receive_protocol=%s needs %s' % (
+            protocol, ', '.join('%s_%s' % (protocol, key) for key in missing)))
     smtp_params = side(params, 'smtp', ('smtp_auth', 'auth_mechanism', 'helo', 'mail_from', 'mail_to'))
     smtp_params['send_mail'] = True
     _smtp.validate(smtp_params)
-    receive_params = side(params, 'pop3', ('pop3_auth',))
+    _protocol, receive_params = receive_side(params)
     validate_endpoint(receive_params)
     return smtp_params, receive_params
 
 
 def mailbox_of(params):
-    """(host, port, user) of the mailbox a probe reads, with the port the probe will use."""
-    receive = side(params, 'pop3')
-    return receive['host'], endpoint_port('pop3', receive), receive['username']
+    """(protocol, host, port, user) of the mailbox a probe reads, with the port it will use."""
+    protocol, receive = receive_side(params)
+    return protocol, receive['host'], endpoint_port(protocol, receive), receive['username']
 
 
 def visits(receiver, deadline, interval, timeout, sort, immediately=False):
     """Visit the mailbox on the adaptive schedule while the deadline allows: yields each visit's
     facts, None when the mailbox was busy. Each visit's timeout ends by the deadline."""
-    for _tick in ticks(deadline, interval, immediately):
+    for _tick in ticks(receiver, deadline, interval, immediately):
         yield on_side(receiver.side, receiver.visit, max(1, min(timeout, deadline - time.monotonic())), sort)
+
+
+def judge_junk(result, receiver, policy, warnings):
+    """The test mail was filed into a junk folder: fine, a warning, or a failure, as policy says."""
+    what = '%s: the test mail landed in the junk folder %s' % (receiver.label, result['folder'])
+    if policy == 'fail':
+        raise ProbeError('junk', what + ' (junk=fail); it was deleted there')
+    if policy == 'warn':
+        warnings.append(what + ' (junk=warn)')
+        result['status'] = 'warning'
 
 
 def mail_roundtrip(params, check_mode=False):
@@ -166,11 +218,13 @@ def mail_roundtrip(params, check_mode=False):
                                            headers={TOKEN_HEADER: token})
     max_trip_time = params.get('max_trip_time') or DEFAULT_MAX_TRIP_TIME
     interval = params.get('connection_interval') or DEFAULT_CONNECTION_INTERVAL
+    protocol = params.get('receive_protocol') or 'pop3'
+    junk_policy = params.get('junk') or 'warn'
 
     def body(check):
         result = {'token': token, 'message_id': None, 'attempts': 0, 'trip_time_ms': None, 'stale_deleted': 0,
                   'changed': False}
-        receiver = RECEIVERS['pop3'](receive_params, check)
+        receiver = RECEIVERS[protocol](receive_params, check)
         timeout = receive_params['timeout'] or DEFAULT_TIMEOUT
         try:
             # A first visit before anything is sent: it proves the login works (so a bad password
@@ -213,11 +267,17 @@ def mail_roundtrip(params, check_mode=False):
                 facts.pop('stale_deleted')
                 result['trip_time_ms'] = round((facts.pop('seen_at') - sent_at) * 1000.0, 1)
                 result['deleted'] = True
+                result['seen_by'] = facts.pop('seen_by', 'check')
+                result['folder'] = facts.pop('folder', None)
                 result[receiver.side] = facts
             result['total_ms'] = round(result['smtp']['response_time_ms'] + facts['response_time_ms'], 1)
+            if result.get('folder') not in (None, receive_params.get('folder')):
+                judge_junk(result, receiver, junk_policy, check.warnings)
             return result
         except ProbeError as e:
             e.add_facts(result)
             raise
+        finally:
+            receiver.close()
 
     return run_check(params, 'total_ms', body)

@@ -3,10 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The transport and the one session shape every protocol shares.
 
-converse() owns a session's whole life: connect (implicit TLS as tls_mode says), greet, read the
+Conversation owns a session's life: connect (implicit TLS as tls_mode says), greet, read the
 capabilities, STARTTLS when asked and offered (capabilities again after it), log in, the
-caller's work, quit, close. A protocol is a Client subclass that fills in those steps; what the
-session observed comes back as one dict, on success and (on the ProbeError) on failure alike.
+caller's work, quit, close; converse() runs one whole. A protocol is a Client subclass that
+fills in those steps; what the session observed comes back as one dict, on success and (on the
+ProbeError) on failure alike.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,7 +29,7 @@ TLS_MODES = ('none', 'starttls', 'starttls_if_available', 'tls', 'tls_if_availab
 IMPLICIT_TLS_MODES = ('tls', 'tls_if_available')
 STARTTLS_MODES = ('starttls', 'starttls_if_available')
 # (implicit TLS port, plaintext/STARTTLS port) by protocol.
-DEFAULT_PORTS = {'smtp': (465, 25), 'pop3': (995, 110)}
+DEFAULT_PORTS = {'smtp': (465, 25), 'pop3': (995, 110), 'imap': (993, 143)}
 
 MASK = Secrets.MASK
 # Longest line kept (RFC 5322 allows 998 octets; longer ones are cut, not fatal, so one broken
@@ -254,18 +255,55 @@ class Session:
             if len(self._buffer) > keep:
                 # Keep the start of an over-long line and drop the rest as it arrives.
                 self._buffer = self._buffer[:keep]
+            self._receive(stage)
+
+    def read_bytes(self, stage, size):
+        """Exactly size bytes (an IMAP literal), bounded by MAX_RESPONSE and the deadline."""
+        if size > MAX_RESPONSE:
+            raise self.error(stage, 'server announced %d bytes, more than %d' % (size, MAX_RESPONSE))
+        while len(self._buffer) < size:
+            self._receive(stage)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def wait_line(self, stage, seconds):
+        """A line if one arrives within seconds (and the deadline), else None: waiting for a
+        server push (IMAP IDLE) without failing when none comes."""
+        until = min(time.monotonic() + seconds, self.deadline)
+        while self._buffer.find(b'\n') < 0:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return None
             try:
-                self.sock.settimeout(self._remaining(stage))
+                self.sock.settimeout(remaining)
                 chunk = self.sock.recv(65536)
             except socket.timeout:
-                raise self.error(stage, 'timed out after %g s waiting for the server' % self.timeout)
-            except ssl.SSLError as e:
-                raise self.error(stage, 'TLS error: %s' % (e.reason or e))
-            except OSError as e:
-                raise self.error(stage, 'connection lost: %s' % (e.strerror or e))
+                return None
+            except (ssl.SSLError, OSError) as e:
+                raise self.error(stage, 'connection lost: %s' % (getattr(e, 'reason', None) or e))
             if not chunk:
                 raise self.error(stage, 'server closed the connection')
             self._buffer += chunk
+        return self.read_line(stage)
+
+    def extend(self, seconds):
+        """A new deadline seconds from now, for a connection kept open across checks (IMAP):
+        each step on it is bounded by the deadline set for that step."""
+        self.deadline = time.monotonic() + seconds
+
+    def _receive(self, stage):
+        try:
+            self.sock.settimeout(self._remaining(stage))
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise self.error(stage, 'timed out after %g s waiting for the server' % self.timeout)
+        except ssl.SSLError as e:
+            raise self.error(stage, 'TLS error: %s' % (e.reason or e))
+        except OSError as e:
+            raise self.error(stage, 'connection lost: %s' % (e.strerror or e))
+        if not chunk:
+            raise self.error(stage, 'server closed the connection')
+        self._buffer += chunk
 
     def send_line(self, stage, line, shown=None):
         """Send one command; shown is what the transcript records instead (for secrets)."""
@@ -394,31 +432,58 @@ class Client:
         return result
 
 
-def converse(client_class, params, check, work=None):
-    """The whole life of one session: connect, greet, capabilities, STARTTLS as tls_mode says,
-    log in, work(client) when given, quit, close. Returns client.result(); a failure raises
-    ProbeError carrying the same facts, measured up to the failure."""
-    session = new_session(client_class.protocol, params, check)
-    tls_mode = params['tls_mode']
-    client = client_class(session, params, check)
-    try:
-        with session:
-            connect(session, tls_mode, check.warnings)
+class Conversation:
+    """The one session shape as a context manager. Entering connects (implicit TLS as tls_mode
+    says), greets, reads the capabilities, negotiates STARTTLS when asked and offered (and reads
+    the capabilities again), logs in, and gives the client; leaving quits (unless the block
+    failed) and closes. A ProbeError on the way carries client.result(), measured up to the
+    failure: the one place where a failed session's facts are collected."""
+
+    def __init__(self, client_class, params, check):
+        self.session = new_session(client_class.protocol, params, check)
+        self.client = client_class(self.session, params, check)
+        self.tls_mode = params['tls_mode']
+        self.warnings = check.warnings
+
+    def __enter__(self):
+        session, client = self.session, self.client
+        try:
+            connect(session, self.tls_mode, self.warnings)
             client.mark('connect_ms')
             client.greet()
             client.mark('banner_ms')
             client.capabilities()
-            if require_tls_or_warn(session, client.offers_tls(), tls_mode, client.tls_command, check.warnings):
+            if require_tls_or_warn(session, client.offers_tls(), self.tls_mode, client.tls_command, self.warnings):
                 client.upgrade()
                 session.start_tls()
                 client.capabilities()
             client.mark('tls_ms')
             if client.login():
                 client.mark(client.login_timing)
-            if work is not None:
-                work(client)
-            client.quit()
-    except ProbeError as e:
-        e.add_facts(client.result())
-        raise
+        except ProbeError as e:
+            session.close()
+            e.add_facts(client.result())
+            raise
+        return client
+
+    def __exit__(self, exc_type, exc, traceback):
+        try:
+            if exc_type is None:
+                self.client.quit()
+        except ProbeError as e:
+            e.add_facts(self.client.result())
+            raise
+        finally:
+            self.session.close()
+        if isinstance(exc, ProbeError):
+            exc.add_facts(self.client.result())
+        return False
+
+
+def converse(client_class, params, check, work=None):
+    """One whole session: Conversation, with work(client) after the login. Returns
+    client.result(); a failure raises ProbeError carrying the same facts."""
+    with Conversation(client_class, params, check) as client:
+        if work is not None:
+            work(client)
     return client.result()

@@ -8,19 +8,29 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: mail_roundtrip
-short_description: Prove that a mail sent now arrives in a POP3 mailbox, and measure how long it takes
+short_description: Prove that a mail sent now arrives in a POP3 or IMAP mailbox, and measure how long it takes
 version_added: 0.1.0
 description:
-  - Logs in to the POP3 mailbox first (so wrong POP3 credentials never leave a test mail behind), sends a mail over
-    SMTP whose subject and C(X-Mailops-Roundtrip) header carry a fresh random token, then checks the mailbox until
-    the mail with exactly that token is there, deletes that mail and only that one (DELE, then QUIT to commit), and
-    reports the timings.
-  - Each check reads only the headers of messages it has not looked at before (UIDL and TOP), newest first, so a
-    full mailbox costs little. Without UIDL every message is looked at; without TOP the message is read with RETR.
-  - Checks come quickly at first (after 10 ms, doubling) and then every O(connection_interval) seconds.
+  - Logs in to the mailbox first (so wrong credentials never leave a test mail behind), sends a mail over SMTP whose
+    subject and C(X-Mailops-Roundtrip) header carry a fresh random token, then checks the mailbox until the mail with
+    exactly that token is there, deletes that mail and only that one, and reports the timings.
+  - B(POP3) (O(receive_protocol=pop3), the default) - each check is one POP3 session that reads only the headers of
+    messages it has not looked at before (UIDL and TOP), newest first, so a full mailbox costs little; DELE, then QUIT
+    to commit. Without UIDL (or with UIDLs the server repeats) every message is looked at; without TOP the message is
+    read with RETR. Checks come quickly at first (after 10 ms, doubling) and then every O(connection_interval)
+    seconds.
+  - B(IMAP) (O(receive_protocol=imap)) - one connection stays open through the round trip. The server finds the mail
+    (UID SEARCH HEADER on the token), so a full mailbox costs what an empty one does. Checks come after 2 ms,
+    doubling, each a NOOP and a search; once they are a second or more apart, the wait between them is spent in IDLE,
+    so a server that pushes news of the mail ends the wait at once (RV(seen_by=push)), and one that never pushes is
+    still found by the next check. The mail is removed with UID EXPUNGE (UIDPLUS) or moved to the trash folder
+    (MOVE); a server with neither gets the mail flagged C(\Deleted) but not expunged, with a warning, because a plain
+    EXPUNGE would also remove other clients' deleted mail.
+  - With IMAP the junk folders are searched too (O(junk_folders)); a mail filed there is found, deleted there and
+    reported in RV(folder), and O(junk) decides whether that is fine, a warning or a failure.
   - When the mail has not arrived after O(max_trip_time) seconds the module fails at stage C(timeout); the mail then
     stays in the mailbox, and O(cleanup_stale) removes it on a later run.
-  - A mailbox locked by another POP3 session (C(-ERR [IN-USE])) is tried again on the same schedule until
+  - A POP3 mailbox locked by another session (C(-ERR [IN-USE])) is tried again on the same schedule until
     O(max_trip_time); several probes can share one mailbox.
   - A probe deletes only mail it sent itself. If the test mail arrives more than once, every copy is deleted and a
     warning says so.
@@ -72,13 +82,17 @@ options:
     type: str
     required: true
   mail_to:
-    description: The one address whose mailbox O(pop3_username) reads.
+    description: The one address whose mailbox O(pop3_username) (or O(imap_username)) reads.
     type: str
     required: true
+  receive_protocol:
+    description: How the mailbox is read. The chosen side's host, user name and password are required.
+    type: str
+    choices: [pop3, imap]
+    default: pop3
   pop3_host:
-    description: POP3 server of the receiving mailbox.
+    description: POP3 server of the receiving mailbox. Required with O(receive_protocol=pop3).
     type: str
-    required: true
   pop3_port:
     description: POP3 port; by default 995 for implicit TLS, else 110.
     type: int
@@ -93,13 +107,51 @@ options:
     choices: [password, apop]
     default: password
   pop3_username:
-    description: POP3 user of the receiving mailbox.
+    description: POP3 user of the receiving mailbox. Required with O(receive_protocol=pop3).
     type: str
-    required: true
   pop3_password:
-    description: POP3 password. Never returned or logged.
+    description: POP3 password. Never returned or logged. Required with O(receive_protocol=pop3).
     type: str
-    required: true
+  imap_host:
+    description: IMAP server of the receiving mailbox. Required with O(receive_protocol=imap).
+    type: str
+  imap_port:
+    description: IMAP port; by default 993 for implicit TLS, else 143.
+    type: int
+  imap_tls_mode:
+    description: Transport security on the IMAP side, as O(mailops.health.imap_check#module:tls_mode).
+    type: str
+    choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+    default: starttls_if_available
+  imap_auth_mechanism:
+    description: IMAP login mechanism, as O(mailops.health.imap_check#module:auth_mechanism).
+    type: str
+    choices: [auto, login, plain, cram-md5]
+    default: auto
+  imap_username:
+    description: IMAP user of the receiving mailbox. Required with O(receive_protocol=imap).
+    type: str
+  imap_password:
+    description: IMAP password. Never returned or logged. Required with O(receive_protocol=imap).
+    type: str
+  imap_folder:
+    description: The IMAP folder the mail is expected in.
+    type: str
+    default: INBOX
+  junk_folders:
+    description:
+      - IMAP folders searched besides O(imap_folder) for a mail filed as spam.
+      - By default the server's C(\Junk) special-use folder, else the folders named C(Junk) or C(Spam) that exist.
+        An empty list searches none.
+    type: list
+    elements: str
+  junk:
+    description:
+      - What a test mail found in a junk folder means. V(ok) - nothing; V(warn) - the round trip passes with
+        RV(status=warning) and a warning; V(fail) - it fails at stage C(junk). The mail is deleted in every case.
+    type: str
+    choices: [ok, warn, fail]
+    default: warn
   subject_prefix:
     description: Text put before the generated subject (C(mailops.health round trip <token>)).
     type: str
@@ -124,6 +176,7 @@ options:
 seealso:
   - module: mailops.health.smtp_check
   - module: mailops.health.pop3_check
+  - module: mailops.health.imap_check
 '''
 
 EXAMPLES = r'''
@@ -149,6 +202,25 @@ EXAMPLES = r'''
 - name: Show the timings
   ansible.builtin.debug:
     msg: "arrived after {{ trip.trip_time_ms }} ms (SMTP {{ trip.smtp.response_time_ms }} ms, POP3 {{ trip.pop3.response_time_ms }} ms)"
+
+- name: The same over IMAP, failing when the mail is filed as spam
+  mailops.health.mail_roundtrip:
+    smtp_host: mx.example.com
+    smtp_port: 587
+    smtp_tls_mode: starttls
+    smtp_auth: password
+    smtp_username: monitor@example.com
+    smtp_password: "{{ vault_monitor_password }}"
+    mail_from: monitor@example.com
+    mail_to: roundtrip@example.com
+    receive_protocol: imap
+    imap_host: imap.example.com
+    imap_tls_mode: tls
+    imap_username: roundtrip
+    imap_password: "{{ vault_roundtrip_password }}"
+    junk: fail
+    max_trip_time: 60
+  register: trip
 '''
 
 RETURN = r'''
@@ -192,11 +264,28 @@ pop3:
   description: The POP3 session that found and deleted the mail (the first login in check mode), with the keys
     M(mailops.health.pop3_check) returns, among them C(response_time_ms), and C(copies), how many copies of the test
     mail it found and deleted.
-  returned: always
+  returned: with O(receive_protocol=pop3)
   type: dict
   sample: {"response_time_ms": 9.8, "apop_supported": true, "tls": {"established": true, "version": "TLSv1.3"}}
+imap:
+  description: The IMAP connection and the check that found and deleted the mail (the login in check mode), with the
+    keys M(mailops.health.imap_check) returns; C(response_time_ms) is the time of that check (of the login in check
+    mode), C(copies) how many copies it deleted and C(deleted_by) how (V(uid_expunge), V(move) or V(flagged)).
+  returned: with O(receive_protocol=imap)
+  type: dict
+  sample: {"response_time_ms": 1.2, "copies": 1, "deleted_by": "uid_expunge", "capabilities": ["IMAP4rev1", "IDLE"]}
+folder:
+  description: The IMAP folder the test mail was found in; V(null) with POP3.
+  returned: success, not in check mode
+  type: str
+  sample: INBOX
+seen_by:
+  description: V(push) when an IMAP server's IDLE notice of new mail led to the check that found the mail, else V(check).
+  returned: success, not in check mode
+  type: str
+  sample: check
 total_ms:
-  description: SMTP response time plus POP3 response time, in milliseconds; the figure O(warning_ms) and
+  description: SMTP response time plus the receiving side's response time, in milliseconds; the figure O(warning_ms) and
     O(critical_ms) apply to.
   returned: success
   type: float

@@ -68,6 +68,37 @@ options:
       helo:
         description: O(mailops.health.mail_roundtrip#module:helo).
         type: str
+      imap_auth_mechanism:
+        description: O(mailops.health.mail_roundtrip#module:imap_auth_mechanism).
+        type: str
+        choices: [auto, login, plain, cram-md5]
+      imap_folder:
+        description: O(mailops.health.mail_roundtrip#module:imap_folder).
+        type: str
+      imap_host:
+        description: O(mailops.health.mail_roundtrip#module:imap_host).
+        type: str
+      imap_password:
+        description: O(mailops.health.mail_roundtrip#module:imap_password).
+        type: str
+      imap_port:
+        description: O(mailops.health.mail_roundtrip#module:imap_port).
+        type: int
+      imap_tls_mode:
+        description: O(mailops.health.mail_roundtrip#module:imap_tls_mode).
+        type: str
+        choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      imap_username:
+        description: O(mailops.health.mail_roundtrip#module:imap_username).
+        type: str
+      junk:
+        description: O(mailops.health.mail_roundtrip#module:junk).
+        type: str
+        choices: [ok, warn, fail]
+      junk_folders:
+        description: O(mailops.health.mail_roundtrip#module:junk_folders).
+        type: list
+        elements: str
       mail_from:
         description: O(mailops.health.mail_roundtrip#module:mail_from).
         type: str
@@ -97,6 +128,10 @@ options:
       pop3_username:
         description: O(mailops.health.mail_roundtrip#module:pop3_username).
         type: str
+      receive_protocol:
+        description: O(mailops.health.mail_roundtrip#module:receive_protocol).
+        type: str
+        choices: [pop3, imap]
       smtp_auth:
         description: O(mailops.health.mail_roundtrip#module:smtp_auth).
         type: str

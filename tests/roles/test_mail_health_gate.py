@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ansible_collections.mailops.health.plugins.module_utils import _args
-from ansible_collections.mailops.health.plugins.modules import mail_roundtrip, pop3_check, smtp_check
+from ansible_collections.mailops.health.plugins.modules import imap_check, mail_roundtrip, pop3_check, smtp_check
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / 'roles' / 'mail_health_gate'
@@ -41,7 +41,8 @@ def module_options(module, monkeypatch):
     return set(seen)
 
 
-@pytest.mark.parametrize('check_type, module', [('smtp', smtp_check), ('pop3', pop3_check), ('roundtrip', mail_roundtrip)])
+@pytest.mark.parametrize('check_type, module', [('smtp', smtp_check), ('pop3', pop3_check), ('imap', imap_check),
+                                                ('roundtrip', mail_roundtrip)])
 def test_role_knows_exactly_the_options_of_each_module(check_type, module, monkeypatch):
     known = yaml.safe_load((ROLE / 'vars' / 'main.yml').read_text())
     role_options = set(known['mail_health_gate_shared_options']) | set(known['mail_health_gate_type_options'][check_type])
@@ -154,7 +155,7 @@ def test_certificate_threshold_fails_a_working_check(lab, source_collections, tm
 
 
 @pytest.mark.parametrize('bad, message', [
-    ({'name': 'x', 'type': 'imap', 'options': {'host': 'h'}}, 'value of type must be one of: smtp, pop3, roundtrip'),
+    ({'name': 'x', 'type': 'imap', 'options': {'host': 'h'}}, 'value of type must be one of: smtp, pop3, imap, roundtrip'),
     ({'name': 'x', 'type': 'smtp', 'options': {'host': 'h', 'prot': 25}}, "check 'x' (smtp) has options the module does not know: prot"),
     ({'type': 'smtp', 'options': {'host': 'h'}}, 'missing required arguments: name'),
     ({'name': 'x', 'type': 'smtp', 'options': {'host': 'h'}, 'thresholds': {'min_days': 3}}, 'thresholds.min_days'),

@@ -13,11 +13,11 @@ from ansible.module_utils import basic
 
 from ansible_collections.mailops.health.plugins.module_utils import _batch, _probe, _roundtrip, _smtp
 from ansible_collections.mailops.health.plugins.modules import (
-    mail_roundtrip, mail_roundtrip_batch, pop3_check, smtp_check,
+    imap_check, mail_roundtrip, mail_roundtrip_batch, pop3_check, smtp_check,
 )
 
-MODULES = {'smtp_check': smtp_check, 'pop3_check': pop3_check, 'mail_roundtrip': mail_roundtrip,
-           'mail_roundtrip_batch': mail_roundtrip_batch}
+MODULES = {'smtp_check': smtp_check, 'pop3_check': pop3_check, 'imap_check': imap_check,
+           'mail_roundtrip': mail_roundtrip, 'mail_roundtrip_batch': mail_roundtrip_batch}
 
 
 class Captured(Exception):
