@@ -155,7 +155,7 @@ def test_certificate_threshold_fails_a_working_check(lab, source_collections, tm
 
 
 @pytest.mark.parametrize('bad, message', [
-    ({'name': 'x', 'type': 'imap', 'options': {'host': 'h'}}, 'value of type must be one of: smtp, pop3, imap, roundtrip'),
+    ({'name': 'x', 'type': 'ftp', 'options': {'host': 'h'}}, 'value of type must be one of: smtp, pop3, imap, roundtrip'),
     ({'name': 'x', 'type': 'smtp', 'options': {'host': 'h', 'prot': 25}}, "check 'x' (smtp) has options the module does not know: prot"),
     ({'type': 'smtp', 'options': {'host': 'h'}}, 'missing required arguments: name'),
     ({'name': 'x', 'type': 'smtp', 'options': {'host': 'h'}, 'thresholds': {'min_days': 3}}, 'thresholds.min_days'),
