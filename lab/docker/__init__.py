@@ -3,10 +3,10 @@
     python -m lab.docker up | down | status | logs | describe --json | certs
 
 See lab/docker/cli.py for the commands and lab/docker/config.py for the
-ports and their LAB_* environment overrides.
+port table (PORTS) and the LAB_* environment overrides.
 """
 
-from .config import DEFAULT_PORTS, LabConfig
+from .config import DEFAULT_PORTS, PORTS, LabConfig
 from .lab import current_config, describe, down, status, up
 
-__all__ = ["DEFAULT_PORTS", "LabConfig", "current_config", "describe", "down", "status", "up"]
+__all__ = ["DEFAULT_PORTS", "PORTS", "LabConfig", "current_config", "describe", "down", "status", "up"]

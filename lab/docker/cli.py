@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional
 
@@ -47,7 +48,6 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from(args: argparse.Namespace) -> LabConfig:
-    import os
     env = dict(os.environ)
     if args.domain:
         env["LAB_DOMAIN"] = args.domain

@@ -20,53 +20,46 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO_ROOT / "lab"
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 
-# Ports, in the order describe lists them.  Key names of the main services
-# (smtp, submission, smtps, pop3, pop3s) are read by other modules: keep them.
-DEFAULT_PORTS: dict[str, int] = {
-    "smtp": 25,              # Postfix, STARTTLS offered, not required
-    "submission": 587,       # Postfix, STARTTLS and AUTH required
-    "smtps": 465,            # Postfix, implicit TLS, AUTH
-    "smtp_nostarttls": 2525,  # Postfix, no STARTTLS at all (negative case)
-    "smtp_badcert": 4465,    # Postfix, implicit TLS with a rogue-CA certificate
-    "pop3": 110,             # Dovecot, STLS offered
-    "pop3s": 995,            # Dovecot, implicit TLS
-    "pop3_nostls": 1110,     # Dovecot (second instance), no STLS
-    "pop3_badcert": 1995,    # Dovecot (third instance), implicit TLS, rogue CA
-    "imap": 143,             # Dovecot, STARTTLS offered
-    "imaps": 993,            # Dovecot, implicit TLS
-    "lmtp": 24,              # Dovecot LMTP: Postfix delivers here
-    "sasl": 12345,           # Dovecot auth listener: Postfix SMTP AUTH
-}
-
-# Which container serves each port (for status and the readiness wait).
-PORT_OWNER: dict[str, str] = {
-    "smtp": "mta", "submission": "mta", "smtps": "mta",
-    "smtp_nostarttls": "mta", "smtp_badcert": "mta",
-    "pop3": "mailbox", "pop3s": "mailbox", "pop3_nostls": "mailbox",
-    "pop3_badcert": "mailbox", "imap": "mailbox", "imaps": "mailbox",
-    "lmtp": "mailbox", "sasl": "mailbox",
-}
-
-# How a client talks on each port: (protocol, tls) with tls one of
-# "starttls" (offered), "required" (STARTTLS before MAIL), "implicit", "none",
-# "badcert" (implicit TLS, certificate not from the lab CA).
-PORT_KIND: dict[str, tuple[str, str]] = {
-    "smtp": ("smtp", "starttls"),
-    "submission": ("smtp", "required"),
-    "smtps": ("smtp", "implicit"),
-    "smtp_nostarttls": ("smtp", "none"),
-    "smtp_badcert": ("smtp", "badcert"),
-    "pop3": ("pop3", "starttls"),
-    "pop3s": ("pop3", "implicit"),
-    "pop3_nostls": ("pop3", "none"),
-    "pop3_badcert": ("pop3", "badcert"),
-    "imap": ("imap", "starttls"),
-    "imaps": ("imap", "implicit"),
-    "lmtp": ("lmtp", "none"),
-    "sasl": ("dovecot-auth", "none"),
-}
-
 CONTAINERS = ("mailbox", "mta")  # start order: LMTP and SASL first
+
+# How a client meets TLS on a port.
+TLS_STARTTLS = "starttls"  # plaintext, STARTTLS/STLS offered
+TLS_REQUIRED = "required"  # plaintext, STARTTLS required before MAIL
+TLS_IMPLICIT = "implicit"  # TLS from the first byte
+TLS_NONE = "none"          # plaintext, no upgrade offered
+TLS_BADCERT = "badcert"    # implicit TLS, certificate not from the lab CA
+TLS_KINDS = (TLS_STARTTLS, TLS_REQUIRED, TLS_IMPLICIT, TLS_NONE, TLS_BADCERT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    name: str      # LAB_PORT_<NAME>, --port name=N, describe's ports/port_kinds keys
+    default: int
+    owner: str     # the container serving it (status, the readiness wait, the busy-port check)
+    protocol: str  # what greets on it: smtp, pop3, imap, lmtp, dovecot-auth
+    tls: str       # one of TLS_KINDS
+
+
+# The lab's ports, in the order describe lists them.  Names of the main services (smtp,
+# submission, smtps, pop3, pop3s) are read by other code (playbooks, bench, tests): keep them.
+# lab/compose.yaml and the README repeat the names and defaults (a test compares them).
+PORTS: dict[str, Port] = {p.name: p for p in (
+    Port("smtp", 25, "mta", "smtp", TLS_STARTTLS),                 # STARTTLS offered, not required
+    Port("submission", 587, "mta", "smtp", TLS_REQUIRED),          # STARTTLS and AUTH required
+    Port("smtps", 465, "mta", "smtp", TLS_IMPLICIT),               # AUTH required
+    Port("smtp_nostarttls", 2525, "mta", "smtp", TLS_NONE),        # negative case
+    Port("smtp_badcert", 4465, "mta", "smtp", TLS_BADCERT),        # rogue-CA certificate
+    Port("pop3", 110, "mailbox", "pop3", TLS_STARTTLS),            # STLS offered, APOP
+    Port("pop3s", 995, "mailbox", "pop3", TLS_IMPLICIT),
+    Port("pop3_nostls", 1110, "mailbox", "pop3", TLS_NONE),        # second Dovecot instance
+    Port("pop3_badcert", 1995, "mailbox", "pop3", TLS_BADCERT),    # third Dovecot instance
+    Port("imap", 143, "mailbox", "imap", TLS_STARTTLS),
+    Port("imaps", 993, "mailbox", "imap", TLS_IMPLICIT),
+    Port("lmtp", 24, "mailbox", "lmtp", TLS_NONE),                 # Postfix delivers here
+    Port("sasl", 12345, "mailbox", "dovecot-auth", TLS_NONE),      # Postfix's SMTP AUTH asks here
+)}
+DEFAULT_PORTS: dict[str, int] = {name: p.default for name, p in PORTS.items()}
+
 DEFAULT_DOMAIN = "lab.test"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_RT_ACCOUNTS = 20

@@ -67,10 +67,6 @@ class Engine:
     private: bool          # our private dockerd
     started_now: bool      # this process started it
 
-    @property
-    def docker_host(self) -> str:
-        return self.base_url
-
 
 class EngineError(RuntimeError):
     pass

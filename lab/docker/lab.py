@@ -12,8 +12,10 @@ State (lab/.state/, gitignored):
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
+import shutil
 import socket
 import ssl
 import sys
@@ -25,17 +27,13 @@ import docker
 import docker.errors
 
 from . import baseimage, engine as engine_mod, images, runtime
-from .config import (BASE_IMAGE, CONTAINERS, LABEL, PORT_KIND, PORT_OWNER, LabConfig,
+from .config import (BASE_IMAGE, CONTAINERS, LABEL, PORTS, TLS_BADCERT, TLS_IMPLICIT, LabConfig,
                      state_dir)
 
 Log = Callable[[str], None]
 STEPS = 7
 READY_TIMEOUT = float(os.environ.get("LAB_READY_TIMEOUT", "90"))
 MAILDIR_TEMPLATE = "/var/vmail/{username}/Maildir"
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _stdout(msg: str) -> None:
@@ -84,8 +82,7 @@ def describe(cfg: Optional[LabConfig] = None) -> dict[str, Any]:
         "ca_path": str(cfg.ca_path),
         "rogue_ca_path": str(cfg.ca_path.with_name("rogue-ca.pem")),
         "ports": dict(cfg.ports),
-        "port_kinds": {name: {"protocol": proto, "tls": tls}
-                       for name, (proto, tls) in PORT_KIND.items()},
+        "port_kinds": {name: {"protocol": p.protocol, "tls": p.tls} for name, p in PORTS.items()},
         "accounts": [{"username": u, "password": pw, "address": f"{u}@{cfg.domain}"}
                      for u, pw in users.items()],
         "shared_account": "shared",
@@ -107,15 +104,16 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
             return False
 
 
-def _probe(host: str, port: int, proto: str, tls: str, timeout: float = 2.0) -> bool:
-    """True when the port greets like the service it should be."""
+def _probe(host: str, port: int, name: str, timeout: float = 2.0) -> bool:
+    """True when the port greets like the service ``name`` should be."""
+    proto, tls = PORTS[name].protocol, PORTS[name].tls
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
     except OSError:
         return False
     try:
         sock = raw
-        if tls in ("implicit", "badcert"):
+        if tls in (TLS_IMPLICIT, TLS_BADCERT):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -133,14 +131,13 @@ def _probe(host: str, port: int, proto: str, tls: str, timeout: float = 2.0) -> 
 
 
 def probe_all(cfg: LabConfig) -> dict[str, bool]:
-    return {name: _probe(cfg.host, port, *PORT_KIND[name]) for name, port in cfg.ports.items()}
+    return {name: _probe(cfg.host, port, name) for name, port in cfg.ports.items()}
 
 
 # -- containers ---------------------------------------------------------------
 
 def _container_name(cfg: LabConfig, role: str) -> str:
     # Distinct per state dir, so two checkouts on one engine do not collide.
-    import hashlib
     if cfg.state == state_dir({}):
         return f"mailops-lab-{role}"
     return f"mailops-lab-{role}-{hashlib.sha256(str(cfg.state).encode()).hexdigest()[:8]}"
@@ -175,57 +172,136 @@ def _tail_logs(container, lines: int = 40) -> str:
 
 # -- up -----------------------------------------------------------------------
 
+class _Progress:
+    """The numbered step lines of `up` and the seconds each step took."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.timings: dict[str, float] = {}
+        self._number = 0
+        self._start = self._lap_start = time.monotonic()
+
+    def step(self, text: str) -> None:
+        self._number += 1
+        self.log(f"[{self._number}/{STEPS}] {text}")
+
+    def lap(self, key: str) -> None:
+        now = time.monotonic()
+        self.timings[key] = round(now - self._lap_start, 2)
+        self._lap_start = now
+
+    def finish(self) -> None:
+        self.timings["total"] = round(time.monotonic() - self._start, 2)
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items() if k != "total")
+        self.log(f"lab up in {self.timings['total']:.1f}s ({parts})")
+
+
 def up(cfg: LabConfig, log: Log = _stdout, rebuild: bool = False) -> dict[str, Any]:
     """Bring the lab up (idempotent: a lab already up as asked is kept)."""
-    t_start = time.monotonic()
-    timings: dict[str, float] = {}
-    n = [0]
-
-    def step(text: str) -> None:
-        n[0] += 1
-        log(f"[{n[0]}/{STEPS}] {text}")
-
-    def lap(key: str, t0: float) -> float:
-        timings[key] = round(time.monotonic() - t0, 2)
-        return time.monotonic()
-
+    progress = _Progress(log)
     cfg.state.mkdir(parents=True, exist_ok=True)
-    t = time.monotonic()
-    step("docker engine...")
-    eng = engine_mod.ensure(cfg.state, log)
+    eng = _up_engine(cfg, progress)
+    base = _up_base_image(eng, cfg, progress)
+    built = _up_images(eng, cfg, progress, rebuild)
+    runtime_fp = _up_runtime(cfg, progress)
+    containers = _up_containers(eng, cfg, built, runtime_fp, progress)
+    _up_ready(eng, cfg, containers, progress)
+    for role in CONTAINERS:  # earlier builds no container uses any more
+        images.prune_old(eng.client, role, keep=built[role]["ref"])
+    progress.finish()
+    data = read_state(cfg.state)
+    data["timings"] = progress.timings
+    data["built"] = {k: v["built"] for k, v in built.items()}
+    data["base_image"] = base
+    _write_state(cfg.state, data)
+    return describe(cfg)
+
+
+def _up_engine(cfg: LabConfig, progress: _Progress) -> engine_mod.Engine:
+    progress.step("docker engine...")
+    eng = engine_mod.ensure(cfg.state, progress.log)
     how = ("private dockerd started" if eng.started_now else
            "private dockerd" if eng.private else "existing engine")
-    log(f"      {how}: {eng.base_url}")
-    t = lap("engine", t)
+    progress.log(f"      {how}: {eng.base_url}")
+    progress.lap("engine")
+    return eng
 
-    step(f"base image {BASE_IMAGE}...")
-    base = baseimage.ensure_base_image(eng, cfg.state, log)
-    log(f"      {base}")
-    t = lap("base_image", t)
 
+def _up_base_image(eng: engine_mod.Engine, cfg: LabConfig, progress: _Progress) -> str:
+    progress.step(f"base image {BASE_IMAGE}...")
+    base = baseimage.ensure_base_image(eng, cfg.state, progress.log)
+    progress.log(f"      {base}")
+    progress.lap("base_image")
+    return base
+
+
+def _up_images(eng: engine_mod.Engine, cfg: LabConfig, progress: _Progress,
+               rebuild: bool) -> dict[str, dict]:
+    """One step per image: up to date, or built (in parallel)."""
     if rebuild:
         for role in CONTAINERS:
             ref = images.image_ref(role)
             if images.image_exists(eng.client, ref):
                 for c in eng.client.containers.list(all=True, filters={"ancestor": ref}):
-                    _remove(c, log)
+                    _remove(c, progress.log)
                 eng.client.images.remove(ref, force=True)
     built = images.build_all(eng.base_url, eng.client, ["mta", "mailbox"], cfg.state / "logs",
-                             log, step)
-    t = lap("images", t)
+                             progress.log, progress.step)
+    progress.lap("images")
+    return built
 
-    step("CA, certificates and accounts...")
+
+def _up_runtime(cfg: LabConfig, progress: _Progress) -> str:
+    """Certificates and accounts; returns their fingerprint (a change replaces the containers)."""
+    progress.step("CA, certificates and accounts...")
     made = runtime.ensure_runtime(cfg)
-    log(f"      {'made' if made['certs'] else 'kept'} certificates, "
-        f"{'made' if made['users'] else 'kept'} accounts; CA: {cfg.ca_path}")
+    progress.log(f"      {'made' if made['certs'] else 'kept'} certificates, "
+                 f"{'made' if made['users'] else 'kept'} accounts; CA: {cfg.ca_path}")
     runtime_fp = runtime.runtime_fingerprint(cfg)
-    t = lap("certs", t)
+    progress.lap("certs")
+    return runtime_fp
 
-    step("containers...")
+
+def _up_containers(eng: engine_mod.Engine, cfg: LabConfig, built: dict[str, dict],
+                   runtime_fp: str, progress: _Progress) -> dict[str, dict]:
+    """Keep both containers when they run as asked, else replace both; record them in the state."""
+    progress.step("containers...")
     old = read_state(cfg.state)
+    keep = _containers_to_keep(eng.client, cfg, built, runtime_fp)
+    _remove_all_but(eng.client, cfg, keep, progress.log)
+    _check_ports_free(cfg, keep)
     containers: dict[str, dict] = {}
+    for role in CONTAINERS:
+        ref = built[role]["ref"]
+        if role in keep:
+            c = keep[role]
+            progress.log(f"      {role}: kept {c.id[:12]}")
+        else:
+            c = eng.client.containers.run(
+                ref, name=_container_name(cfg, role), detach=True,
+                network_mode="host", environment=cfg.container_env(),
+                volumes={str(cfg.runtime_dir): {"bind": "/lab", "mode": "ro"}},
+                labels=_labels(cfg, role, runtime_fp), restart_policy={"Name": "no"},
+                stop_signal="SIGTERM")
+            progress.log(f"      {role}: started {c.id[:12]} ({ref})")
+        containers[role] = {"id": c.id, "name": c.name, "image": ref}
+    _write_state(cfg.state, {
+        "config": cfg.to_json(),
+        "engine": {"base_url": eng.base_url, "private": eng.private},
+        "containers": containers,
+        "runtime_fingerprint": runtime_fp,
+        "up_since": old.get("up_since") if keep
+        else datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    progress.lap("containers")
+    return containers
+
+
+def _containers_to_keep(client: docker.DockerClient, cfg: LabConfig, built: dict[str, dict],
+                        runtime_fp: str) -> dict[str, Any]:
+    """{role: container} of a lab that runs the images, config and certificates asked for."""
     keep: dict[str, Any] = {}
-    existing = {c.labels.get(f"{LABEL}.role"): c for c in lab_containers(eng.client, cfg.state)}
+    existing = {c.labels.get(f"{LABEL}.role"): c for c in lab_containers(client, cfg.state)}
     for role in CONTAINERS:
         c = existing.get(role)
         want = _labels(cfg, role, runtime_fp)
@@ -236,62 +312,40 @@ def up(cfg: LabConfig, log: Log = _stdout, rebuild: bool = False) -> dict[str, A
         # Postfix holds connections to Dovecot's auth and LMTP listeners: a new
         # mailbox container means a new MTA container too.  All or nothing.
         keep.clear()
-    for c in lab_containers(eng.client, cfg.state):
-        if c.labels.get(f"{LABEL}.role") not in keep or keep[c.labels[f"{LABEL}.role"]].id != c.id:
+    return keep
+
+
+def _remove_all_but(client: docker.DockerClient, cfg: LabConfig, keep: dict[str, Any],
+                    log: Log) -> None:
+    for c in lab_containers(client, cfg.state):
+        role = c.labels.get(f"{LABEL}.role")
+        if role not in keep or keep[role].id != c.id:
             _remove(c, log)
     # A container of the same name left by a lab whose state was lost.
     for role in CONTAINERS:
         if role in keep:
             continue
         try:
-            stale = eng.client.containers.get(_container_name(cfg, role))
-            _remove(stale, log)
+            _remove(client.containers.get(_container_name(cfg, role)), log)
         except docker.errors.NotFound:
             pass
+
+
+def _check_ports_free(cfg: LabConfig, keep: dict[str, Any]) -> None:
+    """The ports of the containers about to start must be free on the host."""
     busy = [f"{name}={port}" for name, port in cfg.ports.items()
-            if PORT_OWNER[name] not in keep and not port_free(port)]
+            if PORTS[name].owner not in keep and not port_free(port)]
     if busy:
         raise RuntimeError(
             "ports in use on 127.0.0.1: " + ", ".join(busy) +
             ". Move them with LAB_PORT_<NAME>=N, `--port name=N` or LAB_PORT_OFFSET / --port-offset")
-    for role in CONTAINERS:
-        if role in keep:
-            c = keep[role]
-            log(f"      {role}: kept {c.id[:12]}")
-        else:
-            c = eng.client.containers.run(
-                built[role]["ref"], name=_container_name(cfg, role), detach=True,
-                network_mode="host", environment=cfg.container_env(),
-                volumes={str(cfg.runtime_dir): {"bind": "/lab", "mode": "ro"}},
-                labels=_labels(cfg, role, runtime_fp), restart_policy={"Name": "no"},
-                stop_signal="SIGTERM")
-            log(f"      {role}: started {c.id[:12]} ({built[role]['ref']})")
-        containers[role] = {"id": c.id, "name": c.name, "image": built[role]["ref"]}
-    _write_state(cfg.state, {
-        "config": cfg.to_json(),
-        "engine": {"base_url": eng.base_url, "private": eng.private},
-        "containers": containers,
-        "runtime_fingerprint": runtime_fp,
-        "up_since": old.get("up_since") if keep and len(keep) == len(CONTAINERS)
-        else datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
-    t = lap("containers", t)
 
-    step(f"waiting for {len(cfg.ports)} ports...")
-    wait_ready(cfg, eng.client, containers, log)
-    t = lap("ready", t)
 
-    for role in CONTAINERS:  # earlier builds no container uses any more
-        images.prune_old(eng.client, role, keep=built[role]["ref"])
-    timings["total"] = round(time.monotonic() - t_start, 2)
-    data = read_state(cfg.state)
-    data["timings"] = timings
-    data["built"] = {k: v["built"] for k, v in built.items()}
-    data["base_image"] = base
-    _write_state(cfg.state, data)
-    parts = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total")
-    log(f"lab up in {timings['total']:.1f}s ({parts})")
-    return describe(cfg)
+def _up_ready(eng: engine_mod.Engine, cfg: LabConfig, containers: dict[str, dict],
+              progress: _Progress) -> None:
+    progress.step(f"waiting for {len(cfg.ports)} ports...")
+    wait_ready(cfg, eng.client, containers, progress.log)
+    progress.lap("ready")
 
 
 def wait_ready(cfg: LabConfig, client: docker.DockerClient, containers: dict, log: Log,
@@ -301,7 +355,7 @@ def wait_ready(cfg: LabConfig, client: docker.DockerClient, containers: dict, lo
     last_check = 0.0
     while pending:
         for name, port in list(pending.items()):
-            if _probe(cfg.host, port, *PORT_KIND[name], timeout=1.0):
+            if _probe(cfg.host, port, name, timeout=1.0):
                 del pending[name]
         if not pending:
             break
@@ -355,7 +409,6 @@ def down(state: Optional[Path] = None, log: Log = _stdout, keep_engine: bool = F
     if not keep_engine:
         engine_mod.stop_private(state, log, force=stop_engine)
     if purge:
-        import shutil
         shutil.rmtree(state / "runtime", ignore_errors=True)
         log(f"removed {state / 'runtime'}")
 

@@ -1,4 +1,4 @@
-"""Throwaway TLS material for one lab run, made with trustme.
+"""Throwaway TLS material for one lab run, made with lab/pki.py (the Docker lab's helper too).
 
 Five server certificates exist so that clients can be tested against every
 way verification should go:
@@ -11,24 +11,20 @@ way verification should go:
   verifies, the hostname check must fail.
 * expired: from the lab CA with the right names, but its validity ended
   yesterday; OpenSSL says "certificate has expired".
-* selfsigned: the right names, signed by its own key and by no CA (made with
-  ``cryptography``, which trustme is built on); OpenSSL says "self-signed
-  certificate".
+* selfsigned: the right names, signed by its own key and by no CA; OpenSSL
+  says "self-signed certificate".
+
+Keys are ECDSA P-256: quick to make at every start.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from .. import pki
 from .variants import (
     CERT_EXPIRED,
     CERT_GOOD,
@@ -37,85 +33,58 @@ from .variants import (
     CERT_WRONGNAME,
 )
 
+if TYPE_CHECKING:
+    import trustme
+
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 WRONG_NAME = "wrong.invalid"
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A self-signed leaf for SERVER_NAMES: (cert PEM path, key PEM path)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME,
-                           "mailops self-signed server"),
-        x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAMES[0]),
-    ])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    alt_names: list[x509.GeneralName] = [x509.DNSName(SERVER_NAMES[0])]
-    alt_names += [x509.IPAddress(ipaddress.ip_address(a))
-                  for a in SERVER_NAMES[1:]]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                       critical=True)
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage(
-            [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "selfsigned-cert.pem"
-    key_path = directory / "selfsigned-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert_path, key_path
+ORGANIZATION = "mailops embedded lab"
 
 
 class LabCerts:
-    """A lab CA, a rogue CA and the five server certificates."""
+    """A lab CA, a rogue CA and the five server certificates, as PEM files in ``directory``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.ca = trustme.CA(organization_name="mailops embedded lab CA")
-        self.rogue_ca = trustme.CA(organization_name="mailops rogue CA")
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self._leaves = {
-            CERT_GOOD: self.ca.issue_cert(*SERVER_NAMES),
-            CERT_ROGUE: self.rogue_ca.issue_cert(*SERVER_NAMES),
-            CERT_WRONGNAME: self.ca.issue_cert(WRONG_NAME),
-            CERT_EXPIRED: self.ca.issue_cert(
-                *SERVER_NAMES,
-                not_before=now - datetime.timedelta(days=30),
-                not_after=now - datetime.timedelta(days=1)),
+        self.authority = pki.make_ca("mailops embedded lab CA", ORGANIZATION)
+        self.rogue_authority = pki.make_ca("mailops rogue CA", ORGANIZATION)
+        now = pki.now()
+        leaves = {
+            CERT_GOOD: pki.issue(self.authority, SERVER_NAMES, ORGANIZATION),
+            CERT_ROGUE: pki.issue(self.rogue_authority, SERVER_NAMES, ORGANIZATION),
+            CERT_WRONGNAME: pki.issue(self.authority, [WRONG_NAME], ORGANIZATION),
+            CERT_EXPIRED: pki.issue(self.authority, SERVER_NAMES, ORGANIZATION,
+                                    not_before=now - datetime.timedelta(days=30),
+                                    not_after=now - datetime.timedelta(days=1)),
+            CERT_SELFSIGNED: pki.self_signed(SERVER_NAMES, "mailops self-signed server"),
         }
         self.ca_path = self.directory / "lab-ca.pem"
-        self.ca.cert_pem.write_to_path(str(self.ca_path))
+        pki.write_file(self.ca_path, self.authority.cert_pem)
         # Written too so a test can deliberately trust the rogue CA.
         self.rogue_ca_path = self.directory / "rogue-ca.pem"
-        self.rogue_ca.cert_pem.write_to_path(str(self.rogue_ca_path))
+        pki.write_file(self.rogue_ca_path, self.rogue_authority.cert_pem)
+        self._files: dict[str, tuple[Path, Path]] = {}
+        for kind, leaf in leaves.items():
+            cert_path = self.directory / f"{kind}-cert.pem"
+            key_path = self.directory / f"{kind}-key.pem"
+            pki.write_file(cert_path, leaf.cert_pem)
+            pki.write_file(key_path, leaf.key_pem, 0o600)
+            self._files[kind] = (cert_path, key_path)
         # The self-signed certificate is its own trust anchor: a test may
         # trust this file to show that only the chain was the problem.
-        self.selfsigned_path, self._selfsigned_key = _self_signed(
-            self.directory)
+        self.selfsigned_path = self._files[CERT_SELFSIGNED][0]
+
+    @property
+    def ca(self) -> "trustme.CA":
+        """The lab CA as a ``trustme.CA`` (for tests that issue certificates of their own)."""
+        import trustme
+        return trustme.CA.from_pem(self.authority.cert_pem, self.authority.key_pem)
 
     def server_context(self, kind: str = CERT_GOOD) -> ssl.SSLContext:
         """A server-side context presenting the ``kind`` certificate."""
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         # Purpose.CLIENT_AUTH leaves verify_mode at CERT_NONE: the lab never
         # asks for client certificates.
-        if kind == CERT_SELFSIGNED:
-            ctx.load_cert_chain(str(self.selfsigned_path),
-                                str(self._selfsigned_key))
-        else:
-            self._leaves[kind].configure_cert(ctx)
+        cert_path, key_path = self._files[kind]
+        ctx.load_cert_chain(str(cert_path), str(key_path))
         return ctx
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client context trusting only the lab CA (handy in tests)."""
-        return ssl.create_default_context(cafile=str(self.ca_path))

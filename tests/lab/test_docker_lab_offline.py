@@ -4,6 +4,7 @@ image hashing, CLI parsing.  These always run."""
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ from cryptography import x509
 
 from lab.docker import baseimage, images, runtime
 from lab.docker.cli import build_parser
-from lab.docker.config import DEFAULT_PORTS, LabConfig, PORT_KIND, PORT_OWNER
+from lab.docker.config import CONTAINERS, DEFAULT_PORTS, LAB_DIR, PORTS, TLS_KINDS, LabConfig, port_env_name
 
 
 # -- config -----------------------------------------------------------------------
@@ -24,7 +25,32 @@ def test_defaults_are_standard_ports():
     assert cfg.ports["smtps"] == 465 and cfg.ports["pop3"] == 110
     assert cfg.ports["pop3s"] == 995
     assert cfg.listen == ("127.0.0.1",)
-    assert set(PORT_KIND) == set(DEFAULT_PORTS) == set(PORT_OWNER)
+    assert list(DEFAULT_PORTS) == list(PORTS)
+
+
+def test_port_table_rows_are_complete():
+    for name, port in PORTS.items():
+        assert port.name == name
+        assert port.owner in CONTAINERS, port
+        assert port.tls in TLS_KINDS, port
+        assert port.protocol in ("smtp", "pop3", "imap", "lmtp", "dovecot-auth"), port
+
+
+def test_port_defaults_written_elsewhere_match_the_table():
+    # compose.yaml, the entrypoints and the healthchecks carry ${LAB_PORT_<NAME>:-default};
+    # lab/docker/README.md has the services table.
+    env_defaults = {port_env_name(name): str(p.default) for name, p in PORTS.items()}
+    files = [LAB_DIR / "compose.yaml", *sorted((LAB_DIR / "docker" / "images").rglob("*.sh"))]
+    seen = set()
+    for path in files:
+        for var, default in re.findall(r"\$\{(LAB_PORT_[A-Z0-9_]+):-([0-9]+)\}", path.read_text()):
+            assert env_defaults.get(var) == default, f"{path}: {var} defaults to {default}"
+            seen.add(var)
+    assert seen == set(env_defaults)
+    readme = (LAB_DIR / "docker" / "README.md").read_text().split("## Services", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)`\s*\| (\d+)\s*\|", readme, re.M))
+    rows.update(zip(("imap", "imaps"), re.search(r"`imap` / `imaps`\s*\| (\d+)/(\d+)", readme).groups()))
+    assert rows == {name: str(p.default) for name, p in PORTS.items()}
 
 
 def test_env_offset_and_overrides():

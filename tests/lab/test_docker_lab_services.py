@@ -8,10 +8,10 @@ import socket
 
 import pytest
 
-from lab.docker.config import DEFAULT_PORTS, PORT_OWNER
+from lab.docker.config import DEFAULT_PORTS, PORTS
 
-MTA_PORTS = [n for n in DEFAULT_PORTS if PORT_OWNER[n] == "mta"]
-MAILBOX_PORTS = [n for n in DEFAULT_PORTS if PORT_OWNER[n] == "mailbox"]
+MTA_PORTS = [n for n, p in PORTS.items() if p.owner == "mta"]
+MAILBOX_PORTS = [n for n, p in PORTS.items() if p.owner == "mailbox"]
 
 
 def test_postfix_master_runs_as_root(mta):

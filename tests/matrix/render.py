@@ -1,17 +1,22 @@
-"""Write docs/matrix.md from the expectation matrix and the results the integration targets observed.
+"""Render the expectation matrix page from the table and the results the integration targets observed.
 
-    python tests/matrix/render.py [--table T] [--results DIR] [--output docs/matrix.md]
+    python tests/matrix/render.py [--table T] [--results DIR] [--output build/matrix.md] [--compare docs/matrix.md]
 
 The table is tests/integration/targets/mail_matrix/vars/matrix.yml (the one the targets run); the
 results are the <module>.json files the mail_matrix role writes (`make integration` puts them in
 build/matrix). Every cell of the table appears in the page with what was observed for it; a cell
 whose observation differs from the table, or that was not run, is marked loudly, and so is the
 summary at the top.
+
+`make matrix-check` (in make test) renders into build/ and, with --compare, fails when the committed
+docs/matrix.md does not show what the render shows, leaving aside what changes from run to run
+(dates, durations, per-cell details). `make matrix-docs` writes docs/matrix.md itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import sys
@@ -22,7 +27,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / 'tests' / 'integration' / 'targets' / 'mail_matrix' / 'vars' / 'matrix.yml'
 RESULTS = ROOT / 'build' / 'matrix'
-OUTPUT = ROOT / 'docs' / 'matrix.md'
+OUTPUT = ROOT / 'build' / 'matrix.md'
+DOCS = ROOT / 'docs' / 'matrix.md'
 MODULES = ('smtp_check', 'pop3_check', 'mail_roundtrip')
 # Keys of a cell that are not the module's settings.
 NOT_SETTINGS = ('expect', 'note')
@@ -252,11 +258,36 @@ def render(table, results, table_path=TABLE):
     return '\n'.join(out), totals
 
 
+def table_lines(text):
+    """The lines of a page that the table and this renderer decide once every cell is observed as
+    expected: all but the summary rows (run dates, durations), the mail counts and the per-cell
+    details, and blank lines."""
+    lines = text.splitlines()
+    first_section = next((i for i, line in enumerate(lines) if line.startswith('## ')), len(lines))
+    kept, in_details = [], False
+    for number, line in enumerate(lines):
+        if line.startswith('<details>'):
+            in_details = True
+        elif line.startswith('</details>'):
+            in_details = False
+        elif not (in_details or not line.strip() or line.startswith('Mails sent by')
+                  or (number < first_section and line.startswith('| `'))):
+            kept.append(line)
+    return kept
+
+
+def compare(rendered, committed, committed_name):
+    """Differences in table_lines between a fresh render and the committed page (a unified diff)."""
+    return list(difflib.unified_diff(table_lines(committed), table_lines(rendered), committed_name, 'this render',
+                                     lineterm='', n=1))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--table', default=str(TABLE))
     parser.add_argument('--results', default=str(RESULTS))
     parser.add_argument('--output', default=str(OUTPUT))
+    parser.add_argument('--compare', metavar='PAGE', help='fail when PAGE (docs/matrix.md) shows other cells than this render')
     args = parser.parse_args(argv)
     text, totals = render(load_table(args.table), load_results(args.results), args.table)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +298,14 @@ def main(argv=None):
     if totals['mismatch'] or totals['not run']:
         print('*** %d CELLS DO NOT SHOW WHAT THE TABLE EXPECTS (see %s) ***'
               % (totals['mismatch'] + totals['not run'], args.output), file=sys.stderr)
+    if args.compare:
+        diff = compare(text, Path(args.compare).read_text(encoding='utf-8'), args.compare)
+        if diff:
+            print('\n'.join(diff[:60]), file=sys.stderr)
+            print('*** %s does not show what %s shows (above, leaving aside dates, durations and details): run'
+                  ' `make integration matrix-docs` and commit it ***' % (args.compare, args.output), file=sys.stderr)
+            return 1
+        print('%s shows what %s shows' % (args.compare, args.output))
     return 0
 
 
