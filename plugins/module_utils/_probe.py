@@ -234,8 +234,7 @@ def _option_dicts(params):
     for value in params.values():
         for item in value if isinstance(value, list) else (value,):
             if isinstance(item, dict):
-                for nested in _option_dicts(item):
-                    yield nested
+                yield from _option_dicts(item)
 
 
 # -- one check --------------------------------------------------------------------------------
