@@ -29,13 +29,21 @@ def pop3_params(lab, variant, tls_mode, pop3_auth='none', user='alice', **extra)
     return params
 
 
-def roundtrip_params(lab, smtp_variant='smtp', pop3_variant='pop3', user='bob', **extra):
+def roundtrip_params(lab, smtp_variant='smtp', pop3_variant='pop3', user='bob', receive='pop3', imap_variant='imap',
+                     **extra):
+    """A round trip to user's mailbox, read over POP3 (APOP over STLS) or, with receive='imap',
+    over IMAP (STARTTLS)."""
     params = common(lab, smtp_host=lab.host, smtp_port=lab.ports[smtp_variant], smtp_tls_mode='starttls',
                     smtp_auth='none', auth_mechanism='auto', smtp_username=None, smtp_password=None,
                     helo='probe.test', mail_from='monitor@lab.test', mail_to=lab.address(user),
-                    pop3_host=lab.host, pop3_port=lab.ports[pop3_variant], pop3_tls_mode='starttls',
-                    pop3_auth='apop', pop3_username=user, pop3_password=lab.accounts[user],
+                    receive_protocol=receive, pop3_host=lab.host, pop3_port=lab.ports[pop3_variant],
+                    pop3_tls_mode='starttls', pop3_auth='apop', pop3_username=user, pop3_password=lab.accounts[user],
+                    imap_host=None, imap_port=None, imap_tls_mode='starttls', imap_username=None, imap_password=None,
+                    imap_auth_mechanism='auto', imap_folder='INBOX', junk_folders=None, junk='warn',
                     subject_prefix='[health]', connection_interval=0.5, max_trip_time=10)
+    if receive == 'imap':
+        params.update(imap_host=lab.host, imap_port=lab.ports[imap_variant], imap_username=user,
+                      imap_password=lab.accounts[user], pop3_username=None, pop3_password=None)
     params.update(extra)
     return params
 

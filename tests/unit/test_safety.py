@@ -47,14 +47,19 @@ LOOK_ALIKES = [
 ]
 
 
-def test_parallel_roundtrips_on_one_shared_mailbox(lab):
+RECEIVE = pytest.mark.parametrize('receive', ['pop3', 'imap'])
+
+
+@RECEIVE
+def test_parallel_roundtrips_on_one_shared_mailbox(lab, receive):
     lab.store.clear('bob')
     foreign = [lab.store.add('bob', raw) for raw in LOOK_ALIKES]
     results, errors = [], []
 
     def run():
         try:
-            results.append(mail_roundtrip(roundtrip_params(lab, connection_interval=0.2, max_trip_time=20)))
+            results.append(mail_roundtrip(roundtrip_params(lab, receive=receive, connection_interval=0.2,
+                                                           max_trip_time=20)))
         except Exception as e:  # collected and asserted below
             errors.append(e)
 
@@ -66,11 +71,12 @@ def test_parallel_roundtrips_on_one_shared_mailbox(lab):
     assert errors == []
     assert len(results) == 8
     assert len({r['token'] for r in results}) == 8
-    assert all(r['deleted'] and r['pop3']['copies'] == 1 for r in results)
+    assert all(r['deleted'] and r[receive]['copies'] == 1 for r in results)
     assert [m.uid for m in lab.store.messages('bob')] == foreign
 
 
-def test_cleanup_stale_removes_only_old_leftovers(lab):
+@RECEIVE
+def test_cleanup_stale_removes_only_old_leftovers(lab, receive):
     lab.store.clear('bob')
     keep = [lab.store.add('bob', raw) for raw in LOOK_ALIKES]
     # Another probe's mail, sent a moment ago: still in flight, must stay.
@@ -79,42 +85,46 @@ def test_cleanup_stale_removes_only_old_leftovers(lab):
     keep.append(lab.store.add('bob', probe_mail('0123456789ABCDEF0123456789ABCDEF', 3600)))
     for _n in range(3):
         lab.store.add('bob', probe_mail(uuid.uuid4().hex, 3600))
-    result = mail_roundtrip(roundtrip_params(lab, cleanup_stale=True, max_trip_time=30))
+    result = mail_roundtrip(roundtrip_params(lab, receive=receive, cleanup_stale=True, max_trip_time=30))
     assert result['stale_deleted'] == 3
     assert result['changed'] is True
     assert sorted(m.uid for m in lab.store.messages('bob')) == sorted(keep)
 
 
-def test_without_cleanup_stale_leftovers_stay(lab):
+@RECEIVE
+def test_without_cleanup_stale_leftovers_stay(lab, receive):
     lab.store.clear('bob')
     leftover = lab.store.add('bob', probe_mail(uuid.uuid4().hex, 3600))
-    result = mail_roundtrip(roundtrip_params(lab))
+    result = mail_roundtrip(roundtrip_params(lab, receive=receive))
     assert result['stale_deleted'] == 0
     assert result['changed'] is False
     assert [m.uid for m in lab.store.messages('bob')] == [leftover]
 
 
-def test_check_mode_never_deletes_leftovers(lab):
+@RECEIVE
+def test_check_mode_never_deletes_leftovers(lab, receive):
     lab.store.clear('bob')
     leftover = lab.store.add('bob', probe_mail(uuid.uuid4().hex, 3600))
-    result = mail_roundtrip(roundtrip_params(lab, cleanup_stale=True), check_mode=True)
+    result = mail_roundtrip(roundtrip_params(lab, receive=receive, cleanup_stale=True), check_mode=True)
     assert result['stale_deleted'] == 0
     assert [m.uid for m in lab.store.messages('bob')] == [leftover]
 
 
+@RECEIVE
 @pytest.mark.parametrize('raw', LOOK_ALIKES[-3:], ids=['bad-bytes', 'oversized', 'latin1'])
-def test_hostile_foreign_headers_do_not_break_the_probe(lab, raw):
+def test_hostile_foreign_headers_do_not_break_the_probe(lab, raw, receive):
     lab.store.clear('bob')
     lab.store.add('bob', raw)
-    result = mail_roundtrip(roundtrip_params(lab, cleanup_stale=True))
+    result = mail_roundtrip(roundtrip_params(lab, receive=receive, cleanup_stale=True))
     assert result['deleted'] is True
     assert len(lab.store.messages('bob')) == 1
 
 
-def test_a_killed_run_leaves_a_mail_the_next_run_removes(tmp_path):
+@RECEIVE
+def test_a_killed_run_leaves_a_mail_the_next_run_removes(tmp_path, receive):
     """A probe killed after sending cannot delete its mail; the next run with cleanup_stale does."""
     with EmbeddedLab(faults={'smtp': ['deliver_late:2']}) as lab:
-        params = roundtrip_params(lab, max_trip_time=5, transcript=False)
+        params = roundtrip_params(lab, receive=receive, max_trip_time=5, transcript=False)
         (tmp_path / 'params.json').write_text(json.dumps(params))
         script = ('import json, sys; from ansible_collections.mailops.health.plugins.module_utils._roundtrip '
                   'import mail_roundtrip; mail_roundtrip(json.load(open(sys.argv[1])))')
@@ -132,6 +142,6 @@ def test_a_killed_run_leaves_a_mail_the_next_run_removes(tmp_path):
         leftover = lab.store.messages('bob')
         assert len(leftover) == 1
         time.sleep(1.5)  # the leftover is now older than the next run's max_trip_time
-        result = mail_roundtrip(roundtrip_params(lab, max_trip_time=3, cleanup_stale=True))
+        result = mail_roundtrip(roundtrip_params(lab, receive=receive, max_trip_time=3, cleanup_stale=True))
         assert result['stale_deleted'] == 1
         assert lab.store.messages('bob') == []
