@@ -1,10 +1,12 @@
-"""The embedded lab: real SMTP and POP3 servers on loopback, for fast tests.
+"""The embedded lab: real SMTP, POP3 and IMAP servers on loopback, for fast
+tests.
 
     from lab.embedded import EmbeddedLab
 
     with EmbeddedLab() as lab:
         smtplib.SMTP(lab.host, lab.ports["smtp"])
         poplib.POP3(lab.host, lab.ports["pop3"])
+        imaplib.IMAP4(lab.host, lab.ports["imap"])
 
 Every listener (see variants.VARIANTS) runs on one daemon thread with its
 own asyncio event loop, bound to an ephemeral port on a loopback address.
@@ -29,9 +31,10 @@ from typing import Any, Mapping, Optional, Union
 from . import faults as _faults
 from .certs import LabCerts
 from .faults import FAULTS, FaultSpecs
+from .imap import ImapListener
 from .pop3 import Pop3Listener
 from .smtp import SmtpListener
-from .store import MailStore, Message, UnknownMailbox
+from .store import MailStore, Message, UnknownFolder, UnknownMailbox
 from .variants import VARIANTS, Hook, Hooks, Variant
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "Hook",
     "MailStore",
     "Message",
+    "UnknownFolder",
     "UnknownMailbox",
     "VARIANTS",
     "Variant",
@@ -57,7 +61,9 @@ DEFAULT_ACCOUNTS: dict[str, str] = {
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
-Listener = Union[SmtpListener, Pop3Listener]
+Listener = Union[SmtpListener, Pop3Listener, ImapListener]
+LISTENERS = {"smtp": SmtpListener, "pop3": Pop3Listener,
+             "imap": ImapListener}
 
 
 def _loopback(host: str) -> str:
@@ -238,7 +244,7 @@ class EmbeddedLab:
     async def _astart(self) -> dict[str, int]:
         assert self.certs is not None
         for variant in VARIANTS:
-            cls = SmtpListener if variant.protocol == "smtp" else Pop3Listener
+            cls = LISTENERS[variant.protocol]
             hostname = f"mail.{self.domain}"
             # Built per start: time-limited faults count from this start.
             fault_hooks, tweaks = _faults.build(

@@ -50,7 +50,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.list_faults:
         for name, (protocol, description) in FAULTS.items():
-            print(f"{name:<17} {protocol:<5} {description}")
+            print(f"{name:<22} {protocol:<5} {description}")
         return 0
     faults: dict[str, list[str]] = {}
     for item in args.fault:

@@ -5,7 +5,7 @@
 
 A fault is a name, or ``name:secs`` for the ones that take a number of
 seconds.  ``FAULTS`` is the catalogue: name -> (protocol, description), where
-protocol is "smtp", "pop3" or "both".  The names are a contract: tests
+protocol is "smtp", "pop3", "imap", "both" (SMTP and POP3) or "any".  The names are a contract: tests
 elsewhere use exactly these.
 
 Faults are made of the same seam user hooks plug into (variants.Hook: one
@@ -25,23 +25,35 @@ other protocol or for a variant without the STARTTLS/STLS it is about.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
+from . import imap as _imap
 from .pop3 import TRANSACTION, _lines, _multiline_body
+from .store import MailStore
 from .variants import TLS_STARTTLS, VARIANTS, Hook, Tweaks, Variant
 
 __all__ = ["FAULTS", "FaultSpecs", "build", "compose", "parse", "validate"]
 
-BOTH = "both"
+BOTH = "both"  # SMTP and POP3
+ANY = "any"    # every protocol
 
 # What "garbage" sends instead of a greeting: 300 bytes from 0x80-0xFF (so
 # not text, and never a CR or LF), the same every run.
 GARBAGE = bytes(random.Random(20250).randrange(0x80, 0x100)
                 for _i in range(300))
+
+# Where a client that keeps only the first 64 KiB of a line cuts it (the
+# mailops.health core does): echo_secrets puts a secret across that byte.
+LINE_CUT = 64 * 1024
+ECHO_FILL = "~"
+# What uidl_duplicate gives every message as its unique-id.
+DUPLICATE_UIDL = "duplicate-uid"
 
 # {variant: [fault spec, ...]}, or a single spec string per variant.
 FaultSpecs = Mapping[str, Union[str, Iterable[str]]]
@@ -57,6 +69,8 @@ class _Greeting:
     interval: Optional[float] = None    # trickle: seconds per byte
     lines: Optional[list[str]] = None   # replacement lines (None: built-in)
     raw: Optional[bytes] = None         # garbage: bytes instead of lines
+    # echo_secrets: the lines made per connection from (conn, built-in line)
+    compute: Optional[Callable[[Any, str], list[str]]] = None
     then: Optional[str] = None          # "hold", "close" or "await_quit"
 
 
@@ -84,7 +98,7 @@ Installer = Callable[[_Plan, Optional[float]], None]
 
 @dataclass(frozen=True)
 class _Fault:
-    protocol: str                  # "smtp", "pop3" or BOTH
+    protocol: str                  # "smtp", "pop3", "imap", BOTH or ANY
     description: str
     decides: frozenset[str]        # two faults of a variant may not share one
     install: Installer
@@ -146,6 +160,8 @@ def _greeting_hook(greeting: _Greeting) -> Hook:
             data = greeting.raw
         else:
             lines = greeting.lines if greeting.lines is not None else [builtin]
+            if greeting.compute is not None:
+                lines = greeting.compute(conn, builtin or "")
             data = b"".join(f"{line}\r\n".encode() for line in lines)
         if greeting.interval is None:
             if data:
@@ -266,16 +282,142 @@ def _retr_truncated(plan: _Plan, secs: Optional[float]) -> None:
     plan.hook(("RETR",), retr)
 
 
-_fault("silent", BOTH,
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _store(conn: Any) -> MailStore:
+    store = getattr(conn, "store", None)  # a POP3 session
+    if store is None:
+        store = conn._listener.handler.store  # an SMTP connection
+    return store
+
+
+def _accounts(conn: Any) -> list[tuple[str, str]]:
+    return sorted(_store(conn).accounts.items())
+
+
+def _apop_digest(conn: Any, password: str) -> Optional[str]:
+    if not getattr(conn, "timestamp", None):
+        return None
+    return hashlib.md5((conn.timestamp + password).encode("utf-8")).hexdigest()
+
+
+def _secret_forms(conn: Any, user: str, password: str) -> list[str]:
+    """What a client sends for a password: SMTP the password itself, its
+    base64 (AUTH LOGIN) and the AUTH PLAIN payload; POP3 the password
+    (PASS) and the APOP digest for this connection's timestamp."""
+    if hasattr(conn, "store"):
+        digest = _apop_digest(conn, password)
+        return [password] + ([digest] if digest else [])
+    return [password, _b64(password), _b64(f"\0{user}\0{password}")]
+
+
+def _straddling(head: str, secret: str) -> str:
+    """head, then filler, then secret, then 1 KiB more: one line whose byte
+    LINE_CUT is the middle character of secret (ASCII text assumed)."""
+    start = max(len(head), LINE_CUT - len(secret) // 2)
+    return (head + ECHO_FILL * (start - len(head)) + secret
+            + ECHO_FILL * 1024)
+
+
+def _smtp_echo_lines(conn: Any, code: str) -> list[str]:
+    """Continuation lines quoting every account's secrets, then one over-long
+    line per account with its password across byte LINE_CUT."""
+    accounts = _accounts(conn)
+    lines = [f"{code}-X-ECHO {user} {' '.join(_secret_forms(conn, user, pw))}"
+             for user, pw in accounts]
+    return lines + [_straddling(f"{code}-X-ECHO ", pw) for _u, pw in accounts]
+
+
+def _pop3_echo_text(conn: Any) -> str:
+    return " ".join(form for user, pw in _accounts(conn)
+                    for form in _secret_forms(conn, user, pw))
+
+
+def _pop3_straddled(conn: Any) -> Optional[str]:
+    """The secret this POP3 reply puts across LINE_CUT: the password and the
+    APOP digest of the session's user (logged in, or named by USER) in
+    turn; None while no user is known."""
+    user = conn.user or conn._pending_user or getattr(conn, "_echo_user", None)
+    conn._echo_user = user  # QUIT answers after the maildrop was released
+    password = _store(conn).password(user) if user else None
+    if password is None:
+        return None
+    forms = _secret_forms(conn, user, password)
+    turn = getattr(conn, "_echo_turn", 0)
+    conn._echo_turn = turn + 1
+    return forms[turn % len(forms)]
+
+
+def _echo_secrets(plan: _Plan, secs: Optional[float]) -> None:
+    smtp = plan.variant.protocol == "smtp"
+
+    def greeting(conn: Any, builtin: str) -> list[str]:
+        if smtp:
+            return _smtp_echo_lines(conn, "220") + [builtin]
+        return [f"{builtin} {_pop3_echo_text(conn)}"]
+
+    async def smtp_reply(conn: Any, line: str) -> bool:
+        code = line[:3]
+        # Not the STARTTLS go-ahead, AUTH challenges or the DATA go-ahead:
+        # lines there would end up inside the TLS handshake or the exchange.
+        if (line[3:4] != " " or not code.isdigit()
+                or code in ("220", "334", "354")):
+            return False
+        lines = _smtp_echo_lines(conn, code) + [line]
+        await conn.push_bytes("".join(f"{text}\r\n" for text in lines)
+                              .encode("utf-8"))
+        return True
+
+    async def pop3_reply(conn: Any, line: str) -> bool:
+        text = f"{line} {_pop3_echo_text(conn)} "
+        secret = _pop3_straddled(conn)
+        if secret is not None:
+            text = _straddling(text, secret)
+        await conn.push_bytes(f"{text}\r\n".encode("utf-8"))
+        return True
+
+    plan.greet().compute = greeting
+    plan.hook(("REPLY",), smtp_reply if smtp else pop3_reply)
+
+
+def _uidl_duplicate(plan: _Plan, secs: Optional[float]) -> None:
+    async def uidl(conn: Any, arg: Optional[str]) -> bool:
+        if not _in_transaction(conn):
+            return False
+        if arg:
+            found = await conn._message(arg)  # answers -ERR itself if bad
+            if found is not None:
+                await conn.push(f"+OK {found[0]} {DUPLICATE_UIDL}")
+            return True
+        await conn.push_multiline(
+            "+OK", (f"{number} {DUPLICATE_UIDL}".encode()
+                    for number, _msg in conn._live()))
+        return True
+    plan.hook(("UIDL",), uidl)
+
+
+def _drop_at_quit(plan: _Plan, secs: Optional[float]) -> None:
+    async def drop(conn: Any, arg: Optional[str]) -> bool:
+        if not _after_dele(conn):
+            return False
+        conn.commit()
+        conn.close()  # and no reply
+        return True
+    plan.hook(("QUIT",), drop)
+
+
+_fault("silent", ANY,
        "accept the connection, never send anything (until the client closes)",
        ("greeting", "greeting pace"), _silent)
-_fault("slow_banner", BOTH,
+_fault("slow_banner", ANY,
        "greeting only after secs seconds (default 5)",
        ("greeting delay",), _slow_banner, takes_secs=True, default=5.0)
-_fault("trickle", BOTH,
+_fault("trickle", ANY,
        "send the greeting one byte per second (per secs seconds if given)",
        ("greeting pace",), _trickle, takes_secs=True, default=1.0)
-_fault("garbage", BOTH,
+_fault("garbage", ANY,
        "300 fixed random non-text bytes instead of a greeting (or of a TLS "
        "handshake), then hold the connection open",
        ("greeting", "greeting pace"), _garbage)
@@ -399,6 +541,204 @@ _fault("quit_err_after_dele", "pop3",
        _replier(("QUIT",), "-ERR could not update maildrop", close=True,
                 when=_after_dele))
 
+_fault("uidl_duplicate", "pop3",
+       "UIDL gives every message the same unique-id `duplicate-uid` (the "
+       "listing and UIDL n)",
+       ("UIDL",), _uidl_duplicate)
+_fault("drop_at_quit", "pop3",
+       "QUIT after a DELE commits the deletion, then closes the connection "
+       "without a reply (a QUIT without DELE works)",
+       ("QUIT",), _drop_at_quit)
+
+_fault("echo_secrets", BOTH,
+       "quote every account's password and what a client sends for it "
+       "(SMTP: its base64 and the AUTH PLAIN payload; POP3: the APOP digest) "
+       "in the greeting and in replies (SMTP: all but 220/334/354, as "
+       "continuation lines; POP3: single-line ones), and put a password (or "
+       "digest) across byte 65536 of a 66 KiB reply line",
+       ("greeting",), _echo_secrets)
+
+
+# -- IMAP ---------------------------------------------------------------------
+
+def _imap_reply(commands: Iterable[str], text: str, *,
+                when: Callable[[Any], bool],
+                after: Optional[Callable[[Any], None]] = None) -> Installer:
+    """Answer the commands with a tagged ``text`` when ``when(conn)``."""
+    def install(plan: _Plan, secs: Optional[float]) -> None:
+        async def hook(conn: Any, arg: Optional[str]) -> bool:
+            if not when(conn):
+                return False  # the built-in command answers
+            await conn.push(f"{conn.tag} {text}")
+            if after is not None:
+                after(conn)
+            return True
+        plan.hook(commands, hook)
+    return install
+
+
+def _imap_unauthenticated(conn: Any) -> bool:
+    return conn.state == _imap.NOT_AUTHENTICATED
+
+
+def _imap_authenticated(conn: Any) -> bool:
+    return conn.state in (_imap.AUTHENTICATED, _imap.SELECTED)
+
+
+def _imap_selected(conn: Any) -> bool:
+    return conn.state == _imap.SELECTED
+
+
+def _preauth(plan: _Plan, secs: Optional[float]) -> None:
+    def greeting(conn: Any, builtin: str) -> list[str]:
+        user = next(iter(conn.store.accounts))
+        conn.preauthenticate(user)
+        return [f"* PREAUTH [CAPABILITY {' '.join(conn.capabilities())}] "
+                f"{plan.hostname} logged in as {user}"]
+    plan.greet().compute = greeting
+
+
+IMAP_NOISE = ("* OK [ALERT] lab: unsolicited notice", "* X-LAB-NOISE 1 2 3")
+IMAP_WRONG_TAG = "WRONGTAG"
+IMAP_INJECTED = "* CAPABILITY IMAP4rev1 AUTH=PLAIN X-LAB-INJECTED"
+
+
+def _is_tagged(conn: Any, line: str) -> bool:
+    return conn.tag is not None and line.startswith(f"{conn.tag} ")
+
+
+def _untagged_before_tagged(plan: _Plan, secs: Optional[float]) -> None:
+    async def noise(conn: Any, line: str) -> bool:
+        if _is_tagged(conn, line):
+            await conn.push_bytes("".join(f"{n}\r\n" for n in IMAP_NOISE)
+                                  .encode())
+        return False  # the tagged line itself goes on as usual
+    # First in the chain, so that wrong_tag (which answers) composes.
+    plan.hooks.setdefault("REPLY", []).insert(0, noise)
+
+
+def _wrong_tag(plan: _Plan, secs: Optional[float]) -> None:
+    async def retag(conn: Any, line: str) -> bool:
+        if not _is_tagged(conn, line):
+            return False
+        rest = line[len(conn.tag):]
+        await conn.push_bytes(f"{IMAP_WRONG_TAG}{rest}\r\n".encode())
+        return True
+    plan.hook(("REPLY",), retag)
+
+
+def _inject_after_starttls(plan: _Plan, secs: Optional[float]) -> None:
+    async def starttls(conn: Any, arg: Optional[str]) -> bool:
+        if not conn.starttls_offered() or conn.listener.tls_context is None:
+            return False  # the built-in refusal
+        await conn.push_bytes(f"{conn.tag} OK Begin TLS negotiation now.\r\n"
+                              f"{IMAP_INJECTED}\r\n".encode())
+        await conn.upgrade_tls()
+        return True
+    plan.hook(("STARTTLS",), starttls)
+
+
+def _bye_mid_session(plan: _Plan, secs: Optional[float]) -> None:
+    async def bye(conn: Any, arg: Optional[str]) -> bool:
+        if not _imap_authenticated(conn):
+            return False
+        await conn.push(f"* BYE [UNAVAILABLE] {plan.hostname} shutting down")
+        conn.close()
+        return True
+    plan.hook(tuple(_imap.COMMANDS), bye)
+
+
+def _idle_late(plan: _Plan, secs: Optional[float]) -> None:
+    plan.tweaks.idle_delay = secs or 0.0
+
+
+_fault("greeting_bye", "imap",
+       "greeting `* BYE [UNAVAILABLE] mail.lab.test server unavailable`, "
+       "then close",
+       ("greeting",),
+       _greeting_lines(["* BYE [UNAVAILABLE] {host} server unavailable"],
+                       "close"))
+_fault("preauth", "imap",
+       "greeting `* PREAUTH [CAPABILITY ...] mail.lab.test logged in as "
+       "alice` (the first account): the session starts authenticated",
+       ("greeting",), _preauth)
+_fault("login_no", "imap",
+       "LOGIN answered `NO [AUTHENTICATIONFAILED] Authentication failed.`",
+       ("LOGIN",),
+       _imap_reply(("LOGIN",), "NO [AUTHENTICATIONFAILED] Authentication "
+                   "failed.", when=_imap_unauthenticated))
+_fault("login_bad", "imap",
+       "LOGIN answered `BAD Error in IMAP command LOGIN: invalid arguments`",
+       ("LOGIN",),
+       _imap_reply(("LOGIN",), "BAD Error in IMAP command LOGIN: invalid "
+                   "arguments", when=_imap_unauthenticated))
+_fault("authenticate_no", "imap",
+       "every AUTHENTICATE ends in `NO [AUTHENTICATIONFAILED] Authentication "
+       "failed.` (after the exchange)",
+       ("AUTHENTICATE",), _tweak(auth_fails=True))
+_fault("untagged_before_tagged", "imap",
+       "two unsolicited untagged lines (`* OK [ALERT] lab: unsolicited "
+       "notice`, `* X-LAB-NOISE 1 2 3`) before every tagged reply (works)",
+       ("untagged noise",), _untagged_before_tagged)
+_fault("wrong_tag", "imap",
+       "every tagged reply carries the tag `WRONGTAG` instead of the "
+       "command's",
+       ("tagged reply",), _wrong_tag)
+_fault("literal_lies", "imap",
+       "FETCH literals announce 1024 bytes more than they send (a client "
+       "trusting the size waits for bytes that never come)",
+       ("FETCH literal sizes",), _tweak(literal_size=lambda n: n + 1024))
+_fault("literal_short", "imap",
+       "FETCH literals announce half the bytes they send (the rest spills "
+       "into the response stream)",
+       ("FETCH literal sizes",), _tweak(literal_size=lambda n: n // 2))
+_fault("idle_never_ends", "imap",
+       "IDLE works and pushes, but DONE is never answered (the connection "
+       "stays open until the client closes it)",
+       ("IDLE end",), _tweak(idle_done_answered=False))
+_fault("idle_no_push", "imap",
+       "IDLE is offered and answers `+ idling` and DONE, but pushes nothing "
+       "(NOOP still reports new mail)",
+       ("IDLE push",), _tweak(idle_push=False))
+_fault("idle_late", "imap",
+       "IDLE pushes a change only secs seconds after it happened (default "
+       "0.5, like Dovecot)",
+       ("IDLE push",), _idle_late, takes_secs=True, default=0.5)
+_fault("inject_after_starttls", "imap",
+       "the STARTTLS go-ahead is followed, in the same packet and before TLS, "
+       "by `* CAPABILITY IMAP4rev1 AUTH=PLAIN X-LAB-INJECTED` (plaintext a "
+       "client must discard)",
+       ("STARTTLS",), _inject_after_starttls, needs_starttls=True)
+_fault("expunge_no", "imap",
+       "EXPUNGE and UID EXPUNGE answered `NO [NOPERM] EXPUNGE not permitted`",
+       ("EXPUNGE",),
+       _imap_reply(("EXPUNGE", "UID EXPUNGE"),
+                   "NO [NOPERM] EXPUNGE not permitted", when=_imap_selected))
+_fault("store_no", "imap",
+       "STORE and UID STORE answered `NO [NOPERM] STORE not permitted`",
+       ("STORE",),
+       _imap_reply(("STORE", "UID STORE"), "NO [NOPERM] STORE not permitted",
+                   when=_imap_selected))
+_fault("search_bad", "imap",
+       "SEARCH and UID SEARCH answered `BAD Error in IMAP command SEARCH: "
+       "Unknown search key`",
+       ("SEARCH",),
+       _imap_reply(("SEARCH", "UID SEARCH"),
+                   "BAD Error in IMAP command SEARCH: Unknown search key",
+                   when=_imap_selected))
+_fault("select_no", "imap",
+       "SELECT and EXAMINE answered `NO [UNAVAILABLE] Mailbox temporarily "
+       "unavailable` (no folder selected afterwards)",
+       ("SELECT",),
+       _imap_reply(("SELECT", "EXAMINE"),
+                   "NO [UNAVAILABLE] Mailbox temporarily unavailable",
+                   when=_imap_authenticated, after=lambda c: c.deselect()))
+_fault("bye_mid_session", "imap",
+       "the first command after a login is answered `* BYE [UNAVAILABLE] "
+       "mail.lab.test shutting down` and the connection closed (no tagged "
+       "reply)",
+       ("session end",), _bye_mid_session)
+
 FAULTS: dict[str, tuple[str, str]] = {
     name: (fault.protocol, fault.description)
     for name, fault in _CATALOGUE.items()
@@ -438,7 +778,9 @@ def _check_variant(variant: Variant, specs: Iterable[str]) -> None:
         fault = _CATALOGUE[name]
         if name in decided.values():
             raise ValueError(f"{variant.name}: fault {name!r} given twice")
-        if fault.protocol not in (BOTH, variant.protocol):
+        if not (fault.protocol in (ANY, variant.protocol)
+                or (fault.protocol == BOTH
+                    and variant.protocol in ("smtp", "pop3"))):
             raise ValueError(f"fault {name!r} is for {fault.protocol}, "
                              f"{variant.name!r} is {variant.protocol}")
         if fault.needs_starttls and variant.tls != TLS_STARTTLS:

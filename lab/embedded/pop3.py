@@ -38,6 +38,10 @@ IDLE_TIMEOUT = 600.0
 CLOSE_TIMEOUT = 5.0
 MAX_LINE = 4096
 
+# Hook names that are not POP3 commands (see variants.Hook): a client that
+# sends one as a command gets the built-in answer, not the hook.
+PSEUDO_COMMANDS = frozenset(("CONNECT", "GREETING", "LOGIN", "REPLY"))
+
 # Makes APOP timestamps unique within the process, as RFC 1939 asks.
 _timestamps = itertools.count(1)
 
@@ -85,7 +89,10 @@ class Pop3Session:
     # -- I/O --------------------------------------------------------------
 
     async def push(self, line: str) -> None:
-        """Send one response line (CRLF added)."""
+        """Send one response line (CRLF added), through the REPLY hook."""
+        hook = self.listener.hooks.get("REPLY")
+        if hook is not None and await hook(self, line):
+            return
         await self.push_bytes(line.encode("utf-8") + b"\r\n")
 
     async def push_bytes(self, data: bytes) -> None:
@@ -161,7 +168,8 @@ class Pop3Session:
         keyword, _sep, rest = text.partition(" ")
         command = keyword.upper()
         arg = rest if rest else None
-        hook = self.listener.hooks.get(command)
+        hook = (None if command in PSEUDO_COMMANDS
+                else self.listener.hooks.get(command))
         if hook is not None and await hook(self, arg):
             return
         entry = COMMANDS.get(command)
@@ -381,15 +389,21 @@ class Pop3Session:
         if self.state != TRANSACTION:
             await self.push("+OK bye")
             return
-        self.state = UPDATE
-        assert self.user is not None
-        doomed = [self._maildrop[i - 1].uid for i in sorted(self._deleted)]
-        self.store.delete(self.user, doomed)
-        left = len(self.store.messages(self.user))
         # Unlock before answering: a client that reconnects as soon as it
         # reads +OK must find the maildrop free.
-        self._release()
+        left = self.commit()
         await self.push(f"+OK bye ({left} messages left)")
+
+    def commit(self) -> int:
+        """The UPDATE state: remove the messages marked by DELE and release
+        the maildrop; returns how many messages are left in it."""
+        self.state = UPDATE
+        assert self.user is not None
+        user = self.user
+        doomed = [self._maildrop[i - 1].uid for i in sorted(self._deleted)]
+        self.store.delete(user, doomed)
+        self._release()
+        return len(self.store.messages(user))
 
 
 _AnyState = (AUTHORIZATION, TRANSACTION)

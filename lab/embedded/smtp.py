@@ -34,6 +34,8 @@ from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hook, Hooks, Tweaks, Variant
 log = logging.getLogger(__name__)
 
 IDENT = "ESMTP mailops embedded lab"
+# Hook names that are not SMTP commands (see variants.Hook).
+PSEUDO_COMMANDS = frozenset(("CONNECT", "GREETING", "REPLY"))
 
 
 class LabHandler:
@@ -171,8 +173,8 @@ class LabSMTP(SMTP):
 
     aiosmtpd's own ``handle_*`` hooks cannot veto every command (STARTTLS,
     for one) nor the greeting, so hooks wrap the command table aiosmtpd
-    dispatches from, "CONNECT" runs before the greeting and "GREETING"
-    may replace it.
+    dispatches from, "CONNECT" runs before the greeting, "GREETING"
+    may replace it and "REPLY" sees every reply line pushed.
     """
 
     def __init__(self, handler: LabHandler, *, hooks: Hooks,
@@ -183,7 +185,7 @@ class LabSMTP(SMTP):
         # Set just before aiosmtpd sends the greeting: the next push is it.
         self._lab_greeting_next = False
         for command, hook in self._lab_hooks.items():
-            if command not in ("CONNECT", "GREETING"):
+            if command not in PSEUDO_COMMANDS:
                 # _smtp_methods is aiosmtpd's {COMMAND: bound method} table.
                 self._smtp_methods[command] = self._hooked(
                     hook, self._smtp_methods.get(command))
@@ -209,14 +211,18 @@ class LabSMTP(SMTP):
         return self._reader
 
     async def push(self, status: Any) -> None:
+        line = (status if isinstance(status, str)
+                else bytes(status).decode("utf-8", "replace"))
         if self._lab_greeting_next:
             self._lab_greeting_next = False
             hook = self._lab_hooks.get("GREETING")
-            if hook is not None:
-                line = (status if isinstance(status, str)
-                        else bytes(status).decode("utf-8", "replace"))
-                if await hook(self, line):
-                    return
+            if hook is not None and await hook(self, line):
+                return
+        # Every reply line on its way out, the built-in greeting included
+        # (unless a GREETING hook sent its own); push_bytes bypasses this.
+        hook = self._lab_hooks.get("REPLY")
+        if hook is not None and await hook(self, line):
+            return
         await super().push(status)
 
     async def push_bytes(self, data: bytes) -> None:

@@ -32,15 +32,18 @@ CERT_SELFSIGNED = "selfsigned"  # right names, self-signed (no CA at all)
 # DELE...) plugs into.
 #
 # More pseudo commands:
-# * "GREETING" (both protocols): ``arg`` is the built-in greeting line.
+# * "GREETING" (every protocol): ``arg`` is the built-in greeting line.
 #   Return True when the hook sent a greeting of its own (or none): the
 #   session then goes on reading commands unless the hook closed it.
 # * "LOGIN" (POP3): runs after PASS or APOP proved the credentials, before
 #   the maildrop is locked; ``arg`` is the user.  Return True to refuse the
 #   login with a reply of the hook's own (the session stays in
 #   AUTHORIZATION).
+# * IMAP (imap.py): hooks are keyed by command ("FETCH", "UID FETCH", ...);
+#   ``conn.tag`` is the tag to answer with, ``arg`` the arguments as sent.
+#   There is no "LOGIN" pseudo command there (LOGIN is a real command).
 #
-# Besides ``push(line)`` both kinds of ``conn`` offer ``push_bytes(data)``
+# Besides ``push(line)`` every kind of ``conn`` offers ``push_bytes(data)``
 # (raw, no CRLF added), ``reader`` (the asyncio.StreamReader of the client's
 # bytes) and ``close()`` (end the connection once what was pushed is sent).
 Hook = Callable[[Any, Optional[str]], Awaitable[bool]]
@@ -56,7 +59,8 @@ class Tweaks:
 
     # SMTP: the EHLO reply lists STARTTLS as its last line.
     starttls_last: bool = False
-    # SMTP: every AUTH verdict is "535 5.7.8" (after any challenge exchange).
+    # SMTP: every AUTH verdict is "535 5.7.8" (after any challenge exchange);
+    # IMAP: every AUTHENTICATE verdict is NO [AUTHENTICATIONFAILED].
     auth_fails: bool = False
     # SMTP: the reply after the client's final "." instead of storing.
     data_reply: Optional[str] = None
@@ -64,17 +68,37 @@ class Tweaks:
     copies: int = 1
     # SMTP: seconds between accepting a mail and storing it.
     deliver_delay: float = 0.0
-    # POP3: capabilities left out of the CAPA reply.
+    # POP3 / IMAP: capabilities left out of the CAPA / CAPABILITY reply.
     capa_hidden: FrozenSet[str] = field(default_factory=frozenset)
+    # IMAP: seconds between a change and IDLE pushing it (Dovecot: ~0.5).
+    idle_delay: float = 0.0
+    # IMAP: IDLE pushes changes at all (False: only a later NOOP shows them).
+    idle_push: bool = True
+    # IMAP: DONE is answered with the tagged OK (False: never answered).
+    idle_done_answered: bool = True
+    # IMAP: the size announced for a FETCH literal of n bytes (None: n).
+    literal_size: Optional[Callable[[int], int]] = None
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    protocol: str  # "smtp" or "pop3"
+    protocol: str  # "smtp", "pop3" or "imap"
     tls: str = TLS_STARTTLS
     cert: str = CERT_GOOD
     apop: bool = True  # POP3 only: APOP timestamp in the banner + APOP command
+    # IMAP only: on a STARTTLS variant, LOGINDISABLED before TLS (LOGIN and
+    # AUTHENTICATE PLAIN refused with NO [PRIVACYREQUIRED], AUTH=PLAIN not
+    # offered).  Plaintext-only variants never advertise it.
+    logindisabled: bool = True
+    # IMAP only: SPECIAL-USE (\Junk \Trash \Sent).  Without it no folder
+    # has an attribute and the store's Junk folder is called "Spam".
+    special_use: bool = True
+    # IMAP only: capabilities left out, with their commands ("IDLE",
+    # "UIDPLUS": UID EXPUNGE and COPYUID/APPENDUID, "MOVE").
+    lacks: FrozenSet[str] = frozenset()
+    # IMAP only: IDLE pushes changes (False: advertised, but never pushes).
+    idle_push: bool = True
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -93,4 +117,16 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("pop3_wrongname", "pop3", TLS_IMPLICIT, CERT_WRONGNAME),
     Variant("pop3_expired", "pop3", TLS_IMPLICIT, CERT_EXPIRED),
     Variant("pop3_selfsigned", "pop3", TLS_IMPLICIT, CERT_SELFSIGNED),
+    Variant("imap", "imap", TLS_STARTTLS),
+    Variant("imap_tls", "imap", TLS_IMPLICIT),
+    Variant("imap_plain", "imap", TLS_NONE),
+    Variant("imap_badcert", "imap", TLS_IMPLICIT, CERT_ROGUE),
+    Variant("imap_wrongname", "imap", TLS_IMPLICIT, CERT_WRONGNAME),
+    Variant("imap_expired", "imap", TLS_IMPLICIT, CERT_EXPIRED),
+    Variant("imap_selfsigned", "imap", TLS_IMPLICIT, CERT_SELFSIGNED),
+    Variant("imap_nospecialuse", "imap", TLS_STARTTLS, special_use=False),
+    Variant("imap_noidle", "imap", TLS_STARTTLS, lacks=frozenset({"IDLE"})),
+    Variant("imap_noexpunge", "imap", TLS_STARTTLS,
+            lacks=frozenset({"UIDPLUS", "MOVE"})),
+    Variant("imap_idle_never", "imap", TLS_STARTTLS, idle_push=False),
 )

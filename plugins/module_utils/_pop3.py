@@ -89,6 +89,9 @@ class Pop3Client(Client):
         match = _APOP_TIMESTAMP.search(text)
         self.timestamp = match.group(0) if match else None
         self.facts['apop_supported'] = self.timestamp is not None
+        if self.timestamp and self.params.get('pop3_auth') == 'apop':
+            # Known from now on, not only once sent: a server quoting it earlier is masked too.
+            self.session.add_secret(self.apop_digest())
 
     def capabilities(self):
         """CAPA is optional (RFC 2449): a server without it answers -ERR; then None."""
@@ -116,14 +119,16 @@ class Pop3Client(Client):
         if method == 'apop':
             if not self.timestamp:
                 raise session.error('login', 'APOP requested but the banner carries no APOP timestamp')
-            digest = hashlib.md5((self.timestamp + password).encode('utf-8')).hexdigest()
-            session.add_secret(digest)
-            self.command('login', 'APOP %s %s' % (username, digest), 'APOP', shown='APOP %s %s' % (username, MASK))
+            self.command('login', 'APOP %s %s' % (username, self.apop_digest()), 'APOP',
+                         shown='APOP %s %s' % (username, MASK))
         else:
             cleartext_guard(session, self.params.get('allow_cleartext_auth', False), 'login', 'a password with USER/PASS')
             self.command('login', 'USER ' + username, 'USER')
             self.command('login', 'PASS ' + password, 'PASS', shown='PASS ' + MASK)
         return True
+
+    def apop_digest(self):
+        return hashlib.md5((self.timestamp + (self.params.get('password') or '')).encode('utf-8')).hexdigest()
 
     def quit(self):
         """QUIT ends the session and, after DELE, commits the deletions (RFC 1939 UPDATE state):

@@ -42,6 +42,7 @@ MAX_TEXT_LENGTH = 10 * 1024 * 1024
 TEXT_OPTIONS = ('body',)
 _HOST_NAME = re.compile(r'^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
                         r'(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$')
+_ZONE = re.compile(r'^[A-Za-z0-9_.-]{1,64}$')
 # The secret options, each with the user name it goes with (for the AUTH PLAIN payload).
 SECRET_OPTIONS = {'password': 'username', 'smtp_password': 'smtp_username', 'pop3_password': 'pop3_username',
                   'imap_password': 'imap_username'}
@@ -117,11 +118,16 @@ def check_text(name, value):
 
 def check_host(name, host):
     """An IP address, or a host name whose IDNA form is valid (what getaddrinfo and SNI get)."""
+    address, _sep, zone = host.partition('%')
     try:
-        ipaddress.ip_address(host.split('%', 1)[0])
-        return
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        pass
+        ip = None
+    if ip is not None:
+        # A zone (fe80::1%eth0) exists only for IPv6, and names an interface.
+        if not _sep or (ip.version == 6 and _ZONE.match(zone)):
+            return
+        raise ProbeError('input', '%s is not a valid host name or IP address: %r' % (name, host))
     try:
         # Both ways: encoding checks Unicode labels, decoding checks the xn-- labels given as such.
         ascii_name = host.encode('idna').decode('ascii')

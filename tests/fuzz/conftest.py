@@ -1,12 +1,30 @@
-"""The fuzz run's figures (examples and outcomes per property) in pytest's terminal summary."""
+"""The fuzz runs' figures in pytest's terminal summary: examples and outcomes per property of the
+hostile-server fuzzing, cases and outcomes per module and option of the input fuzzing."""
 
 from hostile_server import RUN, STATS
+from input_contract import INPUT_STATS
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not STATS:
-        return
-    terminalreporter.section('hostile-server fuzzing')
-    terminalreporter.write_line('seed %s (FUZZ_SEED=%s generates the same examples again)' % (RUN.get('seed'), RUN.get('seed')))
-    for name, stats in sorted(STATS.items()):
-        terminalreporter.write_line('%s: %s' % (name, ', '.join('%s=%s' % item for item in sorted(stats.items()))))
+    if STATS or INPUT_STATS:
+        terminalreporter.section('fuzzing')
+        terminalreporter.write_line('seed %s (FUZZ_SEED=%s generates the same examples again)' % (RUN.get('seed'), RUN.get('seed')))
+    if STATS:
+        terminalreporter.write_line('hostile servers:')
+        for name, stats in sorted(STATS.items()):
+            terminalreporter.write_line('  %s: %s' % (name, ', '.join('%s=%s' % item for item in sorted(stats.items()))))
+    if INPUT_STATS:
+        terminalreporter.write_line('hostile option values (cases, invalid by the contract, outcomes):')
+        for module, options in sorted(INPUT_STATS.items()):
+            totals = {}
+            for stats in options.values():
+                for key, count in stats.items():
+                    totals[key] = totals.get(key, 0) + count
+            terminalreporter.write_line('  %s, %d options: %s' % (module, len(options), _line(totals)))
+            for option, stats in sorted(options.items()):
+                terminalreporter.write_line('    %s: %s' % (option, _line(stats)))
+
+
+def _line(stats):
+    first = ['cases', 'invalid', 'valid']
+    return ', '.join('%s=%s' % (key, stats[key]) for key in first + sorted(set(stats) - set(first)) if key in stats)

@@ -11,10 +11,16 @@ and then closes, resets, starts server-side TLS or reads on. When the steps run 
 script's ending applies: close, reset, stall (hold the connection silently until the client
 gives up) or auto (keep answering plausibly).
 
-The server never echoes what the client sent, so nothing the client sends (passwords) can come
-back from it.
+The server never echoes what the client sent. It may be told the secrets instead (the test's
+passwords and the forms a client sends them in, as HostileServer(secrets=...)): a payload or a
+persona's host may hold the placeholder @SECRET:name@, a Straddle payload puts a form of a secret
+across the byte a client cuts an over-long line at, and a persona with an Echo quotes forms of the
+secrets in its plausible replies. The strategies name forms only, so no generated example holds a
+secret; the server fills them in as it sends.
 """
 
+import base64
+import hashlib
 import re
 import socket
 import struct
@@ -34,6 +40,16 @@ MAX_CLIENT_BUFFER = 4 * 1024 * 1024
 TOKEN_PLACEHOLDER = b'@TOKEN@'
 UNKNOWN_TOKEN = b'0123456789abcdef0123456789abcdef'
 _TOKEN_IN_DATA = re.compile(br'X-Mailops-Roundtrip:[ \t]*([0-9a-fA-F]+)')
+_SECRET = re.compile(br'@SECRET:([a-z0-9_]+)@')
+# The APOP timestamp as the client finds it in the greeting.
+_APOP_TIMESTAMP = re.compile(r'<[^<>\s]+>')
+# Where a client cuts an over-long line (the core keeps the first 64 KiB of a line).
+LINE_CUT = 64 * 1024
+STRADDLE_FILL = b'~'
+# The forms of the secrets a server may be told, by name (see secret_forms()): SMTP's password, its
+# base64 (AUTH LOGIN) and the AUTH PLAIN payload; POP3's password and its base64; apop is the
+# digest of the POP3 password for the timestamp of the connection's greeting.
+SECRET_FORMS = ('smtp', 'smtp_b64', 'smtp_plain', 'pop3', 'pop3_b64', 'apop')
 
 # Outcome counts per property and the run's seed, printed in the terminal summary by conftest.py.
 STATS = {}
@@ -73,6 +89,86 @@ class Repeat:
 
     def __repr__(self):
         return 'Repeat(%r + %r * %d + %r)' % (self.head, self.line, self.count, self.tail)
+
+
+class Straddle:
+    """One over-long line: head, filler, a form of a secret whose middle byte is byte LINE_CUT of
+    the line (a client that keeps LINE_CUT bytes keeps its first half), 1 KiB more filler, end."""
+
+    def __init__(self, head, form, end=CRLF):
+        self.head = head
+        self.form = form
+        self.end = end
+
+    def render(self, secret=None):
+        value = secret(self.form) if secret is not None else b'@SECRET:' + self.form.encode() + b'@'
+        start = max(len(self.head), LINE_CUT - len(value) // 2)
+        return self.head + STRADDLE_FILL * (start - len(self.head)) + value + STRADDLE_FILL * 1024 + self.end
+
+    def __repr__(self):
+        return 'Straddle(%r, %r, %r)' % (self.head, self.form, self.end)
+
+
+class Echo:
+    """What a persona quotes in its plausible replies: the forms (names from SECRET_FORMS) on a
+    line of their own (SMTP: continuation lines before the last; POP3: after the status line's
+    text), and straddle, one form put across LINE_CUT of an over-long line; at the moments in where
+    (the command verbs, 'greeting', 'DATA-END'), or at every one when where is None."""
+
+    def __init__(self, forms=(), straddle=None, where=None):
+        self.forms = list(forms)
+        self.straddle = straddle
+        self.where = None if where is None else frozenset(where)
+
+    def __repr__(self):
+        where = None if self.where is None else sorted(self.where)
+        return 'Echo(%r, straddle=%r, where=%r)' % (self.forms, self.straddle, where)
+
+    def applies(self, moment):
+        return self.where is None or moment in self.where
+
+    def smtp(self, data, secret):
+        """data (one reply) with the echo lines inserted before its last line."""
+        body = data[:-2] if data.endswith(CRLF) else data
+        head, _sep, last = body.rpartition(CRLF)
+        code = last[:3]
+        lines = []
+        if self.forms:
+            lines.append(code + b'-X-ECHO ' + b' '.join(secret(form) for form in self.forms) + CRLF)
+        if self.straddle:
+            lines.append(Straddle(code + b'-', self.straddle).render(secret))
+        return (head + CRLF if head else b'') + b''.join(lines) + last + CRLF
+
+    def pop3(self, data, secret):
+        """data (one response) with the echo after the text of its first line."""
+        first, sep, rest = data.partition(CRLF)
+        if self.forms:
+            first += b' ' + b' '.join(secret(form) for form in self.forms)
+        if self.straddle:
+            first = Straddle(first + b' ', self.straddle, end=b'').render(secret)
+        return first + (sep or CRLF) + rest
+
+
+def secret_forms(smtp_user, smtp_password, pop3_password):
+    """The forms a server may be told (SECRET_FORMS but apop, which depends on the greeting)."""
+    def b64(text):
+        return base64.b64encode(text.encode('utf-8'))
+    return {'smtp': smtp_password.encode('utf-8'), 'smtp_b64': b64(smtp_password),
+            'smtp_plain': b64('\0%s\0%s' % (smtp_user, smtp_password)),
+            'pop3': pop3_password.encode('utf-8'), 'pop3_b64': b64(pop3_password)}
+
+
+def apop_digest(timestamp, password):
+    return hashlib.md5((timestamp + password).encode('utf-8')).hexdigest()
+
+
+def greeting_timestamp(data):
+    """The APOP timestamp a client reads from this greeting (as the core does), or None."""
+    line = data.split(b'\n', 1)[0][:LINE_CUT].rstrip(b'\r').decode('utf-8', 'replace')
+    if not line.startswith('+OK'):
+        return None
+    match = _APOP_TIMESTAMP.search(line[4:])
+    return match.group(0) if match else None
 
 
 class Step:
@@ -123,8 +219,13 @@ def numeral(number, digits=None):
 _CODE = re.compile(br'(?m)^([0-9]{3})')
 
 
-def render(payload, token):
-    data = payload if isinstance(payload, bytes) else payload.render()
+def render(payload, token, secret=None):
+    if isinstance(payload, bytes):
+        data = payload
+    elif isinstance(payload, Straddle):
+        data = payload.render(secret)
+    else:
+        data = payload.render()
     return data.replace(TOKEN_PLACEHOLDER, token or UNKNOWN_TOKEN)
 
 
@@ -176,10 +277,12 @@ class SmtpPersona:
 
     def __init__(self, host=b'mx.fuzz.test', features=(b'PIPELINING', b'AUTH PLAIN LOGIN CRAM-MD5', b'STARTTLS'),
                  challenge=b'PDEyMzQ1LjY3ODlAbXguZnV6ei50ZXN0Pg==', auth_ok=True, queue_id=b'4XyZ9', cert='good',
-                 digits=None):
+                 digits=None, echo=None):
         # digits: reply codes written with these ten characters instead of 0-9.
         # cert: the kind of certificate (lab.embedded.certs) shown after STARTTLS; None keeps
         # talking plaintext after agreeing to TLS.
+        # echo: an Echo (forms of the secrets quoted in the plausible replies) or None.
+        self.echo = echo
         self.host = host
         self.features = list(features)
         self.challenge = challenge
@@ -189,26 +292,37 @@ class SmtpPersona:
         self.digits = digits
 
     def __repr__(self):
-        return 'SmtpPersona(host=%r, features=%r, challenge=%r, auth_ok=%r, queue_id=%r, cert=%r, digits=%r)' % (
-            self.host, self.features, self.challenge, self.auth_ok, self.queue_id, self.cert, self.digits)
+        return ('SmtpPersona(host=%r, features=%r, challenge=%r, auth_ok=%r, queue_id=%r, cert=%r, digits=%r, '
+                'echo=%r)' % (self.host, self.features, self.challenge, self.auth_ok, self.queue_id, self.cert,
+                              self.digits, self.echo))
 
     def conversation(self, shared):
         return _SmtpConversation(self, shared)
+
+
+def _verb(unit):
+    words = (unit or b'').split()
+    return words[0].upper().decode('ascii', 'replace') if words else ''
 
 
 class _SmtpConversation:
     def __init__(self, persona, shared):
         self.persona = persona
         self.shared = shared
+        self.secret = None  # set by the server: form name -> bytes
         self.auth_state = None
         self.data_mode = False
         self.want_tls = False
 
     def reply(self, unit, first):
         """The plausible answer to unit (None for the greeting)."""
+        moment = 'greeting' if first else 'DATA-END' if self.data_mode else _verb(unit)
         data = self._reply(unit, first)
         if self.persona.digits:
             data = _CODE.sub(lambda match: numeral(int(match.group(1)), self.persona.digits), data)
+        echo = self.persona.echo
+        if data and echo is not None and echo.applies(moment):
+            data = echo.smtp(data, self.secret)
         return data
 
     def _reply(self, unit, first):
@@ -283,7 +397,7 @@ class Pop3Persona:
     def __init__(self, host=b'pop.fuzz.test', timestamp=b'<1896.697170952@pop.fuzz.test>',
                  capabilities=(b'TOP', b'UIDL', b'USER', b'STLS'), login_ok=True, messages=(), uidl_ok=True,
                  top_ok=True, dele_ok=True, stat=None, cert='good', locked_sessions=0,
-                 digits=None):
+                 digits=None, echo=None):
         # locked_sessions: that many logins (counted over all connections of the example) are
         # refused with "[IN-USE] maildrop locked", as when another session holds the mailbox.
         self.host = host
@@ -298,12 +412,13 @@ class Pop3Persona:
         self.cert = cert
         self.locked_sessions = locked_sessions
         self.digits = digits  # message numbers and sizes written with these instead of 0-9
+        self.echo = echo  # an Echo (forms of the secrets quoted in the plausible replies) or None
 
     def __repr__(self):
         return ('Pop3Persona(host=%r, timestamp=%r, capabilities=%r, login_ok=%r, messages=%r, uidl_ok=%r, '
-                'top_ok=%r, dele_ok=%r, stat=%r, cert=%r, locked_sessions=%r, digits=%r)' % (
+                'top_ok=%r, dele_ok=%r, stat=%r, cert=%r, locked_sessions=%r, digits=%r, echo=%r)' % (
                     self.host, self.timestamp, self.capabilities, self.login_ok, self.messages, self.uidl_ok,
-                    self.top_ok, self.dele_ok, self.stat, self.cert, self.locked_sessions, self.digits))
+                    self.top_ok, self.dele_ok, self.stat, self.cert, self.locked_sessions, self.digits, self.echo))
 
     def conversation(self, shared):
         return _Pop3Conversation(self, shared)
@@ -321,6 +436,7 @@ class _Pop3Conversation:
         self.persona = persona
         self.shared = shared
         self.want_tls = False
+        self.secret = None  # set by the server: form name -> bytes
 
     def visible(self):
         arrived = 'token' in self.shared
@@ -335,6 +451,13 @@ class _Pop3Conversation:
         return messages[number - 1] if 1 <= number <= len(messages) else None
 
     def reply(self, unit, first):
+        data = self._reply(unit, first)
+        echo = self.persona.echo
+        if data and echo is not None and echo.applies('greeting' if first else _verb(unit)):
+            data = echo.pop3(data, self.secret)
+        return data
+
+    def _reply(self, unit, first):
         p = self.persona
         self.want_tls = False
         if first:
@@ -407,7 +530,9 @@ class _Pop3Conversation:
 class HostileServer:
     """A threaded loopback TCP server whose connections follow loaded scripts."""
 
-    def __init__(self, certs=None, shared=None):
+    def __init__(self, certs=None, shared=None, secrets=None):
+        # secrets: {form name: bytes} (see secret_forms()), what @SECRET:name@ stands for.
+        self.secrets = dict(secrets or {})
         self.certs = certs
         self.contexts = {}
         self.shared = shared if shared is not None else {}
@@ -517,6 +642,8 @@ class HostileServer:
         sock = current[0]
         reader = _Reader(sock)
         talk = persona.conversation(self.shared)
+        timestamp = []  # the APOP timestamp of this connection's greeting, once sent
+        talk.secret = lambda name: self._secret(name, timestamp, persona)
         steps = list(script.steps)
         unit = None
         first = True
@@ -534,8 +661,16 @@ class HostileServer:
                 data = talk.reply(unit, first)
                 after = 'tls' if talk.want_tls and step.after == 'read' else step.after
             else:
-                data = render(step.reply, self.shared.get('token'))
+                data = render(step.reply, self.shared.get('token'), talk.secret)
                 after = step.after
+            if b'@SECRET:' in data:
+                data = _SECRET.sub(lambda match: talk.secret(match.group(1).decode('ascii')), data)
+            if first and persona.protocol == 'pop3':
+                found = greeting_timestamp(data)
+                if found:
+                    timestamp.append(found)
+                    with self.lock:
+                        self.shared.setdefault('timestamps', []).append(found)
             first = False
             self._send(sock, data, step)
             talk.sent(unit, data)
@@ -560,6 +695,19 @@ class HostileServer:
                 match = _TOKEN_IN_DATA.search(unit)
                 if match:
                     self.shared['token'] = match.group(1)
+
+    def _secret(self, name, timestamp, persona):
+        """The form name of the secrets this server was told, as bytes (b'' when unknown); apop
+        is the digest for this connection's timestamp (the persona's before the greeting went)."""
+        if name != 'apop':
+            return self.secrets.get(name, b'')
+        if not timestamp:
+            planned = greeting_timestamp(b'+OK ' + (getattr(persona, 'timestamp', None) or b''))
+            if planned is None:
+                return b''
+            timestamp = [planned]
+        password = self.secrets.get('pop3', b'').decode('utf-8')
+        return apop_digest(timestamp[0], password).encode('ascii')
 
     def _start_tls(self, sock, cert):
         if self.certs is None or cert is None:

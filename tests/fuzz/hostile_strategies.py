@@ -2,16 +2,20 @@
 
 Plausible material comes first in every one_of/sampled_from, so shrinking heads for the most
 ordinary server that still fails. Nothing generated here contains a password: the secrets the
-properties look for are fixed markers no strategy can produce (see test_fuzz.SECRETS).
+properties look for are fixed markers no strategy can produce (see test_fuzz.SECRETS). Servers
+that quote them name a form instead (@SECRET:name@, Straddle, Echo; hostile_server.SECRET_FORMS)
+and the server, told the secrets, fills it in as it sends.
 """
 
 import base64
 
 from hypothesis import strategies as st
 
-from ansible_collections.mailops.health.plugins.module_utils._probe import MAX_LINE
+from ansible_collections.mailops.health.plugins.module_utils._session import MAX_LINE
 
-from hostile_server import AUTO, CRLF, Long, Message, Pop3Persona, Repeat, Script, SmtpPersona, Step
+from hostile_server import (
+    AUTO, CRLF, LINE_CUT, SECRET_FORMS, Echo, Long, Message, Pop3Persona, Repeat, Script, SmtpPersona, Step, Straddle,
+)
 
 MIB = 1024 * 1024
 # Characters str.isdigit() accepts besides 0-9: superscripts and circled digits (int() rejects
@@ -59,6 +63,47 @@ number = st.one_of(
     st.text(alphabet=digit, min_size=1, max_size=4).map(_utf8),
     st.sampled_from([b'-1', b'', b'1e3', b'0x10', b'99999999999999999999999', b'+1', b'1.5']),
 )
+assert LINE_CUT == MAX_LINE, "Straddle lines must put the secret across the core's cut"
+
+
+# -- the secrets, quoted back ---------------------------------------------------------------
+def forms_of(protocol):
+    """A form of the secrets, mostly of the protocol's own (a server that knows the other
+    protocol's password too, as one account database would, now and then)."""
+    own = [form for form in SECRET_FORMS if form.startswith(protocol) or (protocol == 'pop3' and form == 'apop')]
+    return st.sampled_from(own * 3 + list(SECRET_FORMS))
+
+
+def placeholder(form):
+    return b'@SECRET:' + form.encode('ascii') + b'@'
+
+
+def secret_text(protocol):
+    """Text around a placeholder (or two)."""
+    return st.tuples(st.one_of(st.just(b''), ascii_text, noisy_text), forms_of(protocol).map(placeholder),
+                     st.sampled_from([b'', b' ', b'=', b'\x00', b'\xff']),
+                     st.one_of(st.just(b''), forms_of(protocol).map(placeholder), ascii_text)).map(b''.join)
+
+
+def straddle(protocol, heads, then=(b'',)):
+    """A Straddle line, maybe followed by one of then (the last line of a multi-line reply)."""
+    return st.builds(Straddle, head=st.sampled_from(heads), form=forms_of(protocol),
+                     end=st.tuples(st.sampled_from([CRLF, CRLF, b'\n', b'']), st.sampled_from(then)).map(b''.join))
+
+
+MOMENTS = {'smtp': ['greeting', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'DATA-END', 'QUIT', ''],
+           'pop3': ['greeting', 'CAPA', 'STLS', 'USER', 'PASS', 'APOP', 'STAT', 'UIDL', 'LIST', 'TOP', 'RETR', 'DELE',
+                    'QUIT']}
+
+
+def echo(protocol):
+    """Mostly no echo; else some forms quoted and maybe one across the line cut, everywhere or
+    at a few moments of the dialogue."""
+    echoing = st.builds(Echo, forms=st.lists(forms_of(protocol), max_size=4),
+                        straddle=st.one_of(st.none(), forms_of(protocol)),
+                        where=st.one_of(st.none(), st.sets(st.sampled_from(MOMENTS[protocol]), min_size=1, max_size=4)))
+    return pick((3, st.none()), (2, echoing))
+
 
 # -- protocol-agnostic garbage ------------------------------------------------------------
 long_line = st.builds(
@@ -119,7 +164,15 @@ def smtp_reply(draw):
     return b''.join(lines)
 
 
-smtp_explicit = st.one_of(smtp_plausible, smtp_reply(), garbage)
+smtp_secret_reply = st.one_of(
+    st.tuples(smtp_code, st.sampled_from([b' ', b'-']), secret_text('smtp'), line_end).map(b''.join),
+    st.tuples(st.sampled_from([b'235 2.7.0 ', b'250 2.0.0 Ok: queued as ', b'221 2.0.0 ', b'535 5.7.8 ',
+                               b'250-mx.fuzz.test\r\n250 AUTH PLAIN ', b'220 mx ', b'334 ']),
+              secret_text('smtp'), st.just(CRLF)).map(b''.join),
+    straddle('smtp', [b'250-', b'250 ', b'235-', b'220-', b'221 ', b'535 ', b'', b'554 ']),
+    straddle('smtp', [b'250-', b'235-', b'221-'], then=[b'250 ok\r\n', b'235 ok\r\n', b'221 bye\r\n']),
+)
+smtp_explicit = st.one_of(smtp_plausible, smtp_reply(), garbage, smtp_secret_reply)
 
 smtp_feature = st.one_of(
     st.sampled_from([b'PIPELINING', b'STARTTLS', b'AUTH PLAIN LOGIN CRAM-MD5', b'AUTH=PLAIN LOGIN', b'AUTH CRAM-MD5',
@@ -150,7 +203,8 @@ def some_of(draw, typical, extra):
 
 
 host = pick((4, st.just(b'mx.fuzz.test')),
-            (1, st.sampled_from([b'', b'\xc3\xbcml\xc3\xa4ut.test', b'\xff\xfe', b'a' * 300])), (1, noisy_text))
+            (1, st.sampled_from([b'', b'\xc3\xbcml\xc3\xa4ut.test', b'\xff\xfe', b'a' * 300])), (1, noisy_text),
+            (1, st.sampled_from(SECRET_FORMS).map(lambda form: b'mx.' + placeholder(form) + b'.test')))
 smtp_persona = st.builds(
     SmtpPersona,
     host=host,
@@ -160,6 +214,7 @@ smtp_persona = st.builds(
     queue_id=st.sampled_from([b'4XyZ9', b'', b'!', b'\xff', b'ABC DEF']),
     cert=st.sampled_from(CERT_KINDS),
     digits=digit_set,
+    echo=echo('smtp'),
 )
 
 # -- POP3 ---------------------------------------------------------------------------------
@@ -195,7 +250,14 @@ def pop3_multiline(draw):
     return first + CRLF + b''.join(entry + draw(line_end) for entry in lines) + end
 
 
-pop3_explicit = st.one_of(pop3_plausible, pop3_status(), pop3_multiline(), garbage)
+pop3_secret_reply = st.one_of(
+    st.tuples(st.sampled_from([b'+OK ', b'-ERR ', b'-ERR [AUTH] ', b'+OK 1 ', b'+OK maildrop ', b'']),
+              secret_text('pop3'), line_end).map(b''.join),
+    st.tuples(st.sampled_from([b'+OK\r\n', b'+OK listing\r\n1 ']), secret_text('pop3'),
+              st.just(CRLF + b'.' + CRLF)).map(b''.join),
+    straddle('pop3', [b'+OK ', b'-ERR ', b'+OK 1 100 ', b'', b'-ERR [AUTH] ']),
+)
+pop3_explicit = st.one_of(pop3_plausible, pop3_status(), pop3_multiline(), garbage, pop3_secret_reply)
 
 OURS = [
     [b'Subject: [health] mailops.health round trip @TOKEN@', b'X-Mailops-Roundtrip: @TOKEN@'],
@@ -288,6 +350,7 @@ pop3_persona = st.builds(
     cert=st.sampled_from(CERT_KINDS),
     locked_sessions=st.sampled_from([0] * 12 + [1, 2, 100]),
     digits=digit_set,
+    echo=echo('pop3'),
 )
 
 # -- steps and scripts --------------------------------------------------------------------

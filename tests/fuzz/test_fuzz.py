@@ -1,6 +1,9 @@
 """Hypothesis against hostile servers: whatever an SMTP or POP3 server sends, the probe core
 returns a result with status up/warning or raises ProbeError (a known stage, host:port in the
-message), within its time budget, and never shows the password.
+message), within its time budget, and never shows the password: not in the error message, not in
+any string of the result, in no form the client sends it in (base64, the AUTH PLAIN payload, the
+APOP digest) and not 8 characters of one in a row, even when the server quotes them back (it is
+told the secrets), across the byte where an over-long line is cut too.
 
 FUZZ_EXAMPLES (default 500) is the total number of examples, split 40/30/30 between smtp_check,
 pop3_check and mail_roundtrip. `make fuzz` runs 10,000. Every run draws a random seed (FUZZ_SEED
@@ -25,15 +28,15 @@ from ansible_collections.mailops.health.plugins.module_utils._roundtrip import m
 from ansible_collections.mailops.health.plugins.module_utils._smtp import smtp_check
 from lab.embedded.certs import LabCerts
 
-from hostile_server import RUN, STALL_CAP, STATS, HostileServer, Script
+from hostile_server import RUN, STALL_CAP, STATS, HostileServer, Script, apop_digest, secret_forms
 from hostile_strategies import mostly, pop3_persona, pop3_script, smtp_persona, smtp_script
 
 TOTAL = int(os.environ.get('FUZZ_EXAMPLES') or 500)
 SMTP_EXAMPLES = max(1, TOTAL * 4 // 10)
 POP3_EXAMPLES = max(1, TOTAL * 3 // 10)
 ROUNDTRIP_EXAMPLES = max(1, TOTAL - SMTP_EXAMPLES - POP3_EXAMPLES)
-SEED = int(os.environ.get('FUZZ_SEED') or random.SystemRandom().randrange(2 ** 32))
-RUN['seed'] = SEED
+# One seed for every fuzz module of the run (test_input_fuzz.py takes the same).
+SEED = RUN.setdefault('seed', int(os.environ.get('FUZZ_SEED') or random.SystemRandom().randrange(2 ** 32)))
 SLACK = 2.0
 # A probe still running this long after its budget is reported as a hang (and left behind).
 HANG_AFTER = 10.0
@@ -47,9 +50,41 @@ def _b64(text):
     return base64.b64encode(text.encode('utf-8')).decode('ascii')
 
 
-# What may never be shown: the passwords and the encodings the client sends them in.
-SECRETS = [SMTP_PASSWORD, POP3_PASSWORD, _b64(SMTP_PASSWORD), _b64(POP3_PASSWORD),
-           _b64('\0%s\0%s' % (USERNAME, SMTP_PASSWORD))]
+# What may never be shown: the passwords and the encodings the client sends them in (the APOP
+# digests are added per example, for the timestamps the servers handed out).
+SMTP_SECRETS = [SMTP_PASSWORD, _b64(SMTP_PASSWORD), _b64('\0%s\0%s' % (USERNAME, SMTP_PASSWORD))]
+POP3_SECRETS = [POP3_PASSWORD, _b64(POP3_PASSWORD)]
+SECRETS = SMTP_SECRETS + POP3_SECRETS
+# What the hostile servers may quote back (by form name, see hostile_server.SECRET_FORMS).
+SERVER_SECRETS = secret_forms(USERNAME, SMTP_PASSWORD, POP3_PASSWORD)
+# A secret cut short must not show in part either: no 8 characters of one in a row.
+PIECE = 8
+
+
+def forbidden(secrets):
+    """secrets and every PIECE characters in a row of them, but for pieces that a secret this
+    probe was not given holds too (a server may show that one: the two passwords share
+    '-S3cret-marker-')."""
+    others = [text.decode('utf-8') for text in SERVER_SECRETS.values() if text.decode('utf-8') not in secrets]
+    pieces = set(secrets)
+    for secret in secrets:
+        pieces.update(piece for piece in (secret[i:i + PIECE] for i in range(len(secret) - PIECE + 1))
+                      if not any(piece in other for other in others))
+    return sorted(pieces, key=len, reverse=True)
+
+
+def strings(value):
+    """Every string in value (dicts, keys too, lists, tuples)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings(key)
+            yield from strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings(item)
+
 
 FUZZ_SETTINGS = dict(
     deadline=None,
@@ -67,8 +102,8 @@ def certs(tmp_path_factory):
 @pytest.fixture(scope='module')
 def servers(certs):
     shared = {}  # the token the SMTP side received, for the POP3 side's mailbox
-    smtp = HostileServer(certs, shared)
-    pop3 = HostileServer(certs, shared)
+    smtp = HostileServer(certs, shared, SERVER_SECRETS)
+    pop3 = HostileServer(certs, shared, SERVER_SECRETS)
     yield smtp, pop3
     smtp.close()
     pop3.close()
@@ -148,8 +183,9 @@ def watched(call, limit):
     return box.get('result'), box.get('error'), time.monotonic() - start, thread.is_alive()
 
 
-def exercise(name, call, budget, servers, timeout):
-    """Run one probe against loaded hostile servers and check every property."""
+def exercise(name, call, budget, servers, timeout, secrets, apop=False):
+    """Run one probe against loaded hostile servers and check every property; secrets are the
+    ones this probe was given (with apop, the digests of the POP3 password count too)."""
     stats = STATS.setdefault(name, {})
     result, error, elapsed, hung = watched(call, budget + HANG_AFTER)
     idle = all(server.wait_idle(STALL_CAP + 5) for server in servers)
@@ -163,7 +199,7 @@ def exercise(name, call, budget, servers, timeout):
     problems = []
     if error is not None:
         _count(stats, 'ProbeError(%s)' % error.stage, elapsed, budget, lifetimes)
-        texts = [error.message, repr(error.result)] + list(error.result.get('transcript') or [])
+        texts = [error.message] + list(strings(error.result))
         if error.stage not in STAGES:
             problems.append('unknown stage %r' % error.stage)
         if not any('127.0.0.1:%d' % server.port in error.message for server in servers):
@@ -172,16 +208,21 @@ def exercise(name, call, budget, servers, timeout):
             problems.append('error result status %r' % error.result.get('status'))
     else:
         _count(stats, 'returned status=%s' % result.get('status'), elapsed, budget, lifetimes)
-        texts = [repr(result)] + list(result.get('transcript') or [])
+        texts = list(strings(result))
         if result.get('status') not in ('up', 'warning'):
             problems.append('status %r' % result.get('status'))
     harness = [e for server in servers for e in server.errors]
     assert not harness, 'hostile server failed: %s' % harness
     assert not problems, problems
     assert elapsed <= budget, 'took %.2f s, budget %.2f s' % (elapsed, budget)
-    for secret in SECRETS:
+    # The APOP digest counts once the client made it (it sent APOP): a probe that fails earlier
+    # never made one (tests/unit/test_faults.py has the xfail row for a digest quoted earlier).
+    if apop and any(text.startswith('C: APOP ') for text in texts):
+        secrets = secrets + [apop_digest(stamp, POP3_PASSWORD) for stamp in servers[-1].shared.get('timestamps', [])]
+    for secret in forbidden(secrets):
         for text in texts:
-            assert secret not in text, 'secret %r shown in %r' % (secret, text[:500])
+            at = text.find(secret)
+            assert at < 0, 'secret %r shown in ...%r...' % (secret, text[max(0, at - 100):at + len(secret) + 100])
     assert idle, 'a connection was still open %s s after the call returned' % (STALL_CAP + 5)
     # Each connection, seen from the server, must end by the session's deadline (+ slack).
     assert all(life <= timeout + SLACK for life in lifetimes), 'connection lifetimes %s' % lifetimes
@@ -205,7 +246,7 @@ def test_smtp_check_against_hostile_server(servers, certs, case):
     params = dict(params, port=smtp.port, ca_path=str(certs.ca_path))
     smtp.load(persona, [script])
     exercise('smtp_check', lambda: smtp_check(params, check_mode=check_mode), params['timeout'] + SLACK, [smtp],
-             params['timeout'])
+             params['timeout'], SMTP_SECRETS)
 
 
 @seed(SEED)
@@ -216,7 +257,8 @@ def test_pop3_check_against_hostile_server(servers, certs, case):
     params, persona, script = case
     params = dict(params, port=pop3.port, ca_path=str(certs.ca_path))
     pop3.load(persona, [script])
-    exercise('pop3_check', lambda: pop3_check(params), params['timeout'] + SLACK, [pop3], params['timeout'])
+    exercise('pop3_check', lambda: pop3_check(params), params['timeout'] + SLACK, [pop3], params['timeout'],
+             POP3_SECRETS, apop=params['pop3_auth'] == 'apop')
 
 
 @seed(SEED)
@@ -233,4 +275,4 @@ def test_mail_roundtrip_against_hostile_servers(servers, certs, case):
     # mailbox checks, the last of which may again start just before the deadline and take 1 s.
     budget = 2 * (params['max_trip_time'] + 1) + params['timeout'] + SLACK
     exercise('mail_roundtrip', lambda: mail_roundtrip(params, check_mode=check_mode), budget, [smtp, pop3],
-             params['timeout'])
+             params['timeout'], SECRETS, apop=params['pop3_auth'] == 'apop')

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -45,7 +46,13 @@ CONTRACT = {
     "deliver_never", "deliver_late",
     "banner_err", "no_capa", "stls_err", "user_err", "pass_err", "apop_err",
     "locked", "stat_malformed", "no_uidl", "no_top", "retr_truncated",
-    "dele_err", "quit_err", "quit_err_after_dele",
+    "dele_err", "quit_err", "quit_err_after_dele", "uidl_duplicate",
+    "drop_at_quit", "echo_secrets",
+    # IMAP (tested in test_imap.py)
+    "greeting_bye", "preauth", "login_no", "login_bad", "authenticate_no",
+    "untagged_before_tagged", "wrong_tag", "literal_lies", "literal_short",
+    "idle_never_ends", "idle_no_push", "idle_late", "inject_after_starttls",
+    "expunge_no", "store_no", "search_bad", "select_no", "bye_mid_session",
 }
 
 StartLab = Callable[..., EmbeddedLab]
@@ -119,10 +126,12 @@ def _send(lab: EmbeddedLab, subject: str, variant: str = "smtp",
 def test_catalogue_is_the_contract() -> None:
     assert set(FAULTS) == CONTRACT
     for name, (protocol, description) in FAULTS.items():
-        assert protocol in ("smtp", "pop3", "both"), name
+        assert protocol in ("smtp", "pop3", "imap", "both", "any"), name
         assert description and "\n" not in description, name
-    assert {n for n, (p, _d) in FAULTS.items() if p == "both"} == {
+    assert {n for n, (p, _d) in FAULTS.items() if p == "any"} == {
         "silent", "slow_banner", "trickle", "garbage"}
+    assert {n for n, (p, _d) in FAULTS.items() if p == "both"} == {
+        "echo_secrets"}
 
 
 def test_readme_has_a_row_per_fault() -> None:
@@ -145,7 +154,7 @@ def test_parse_defaults_and_arguments() -> None:
 
 @pytest.mark.parametrize("faults, match", [
     ({"pop3": ["no_such_fault"]}, "unknown fault"),
-    ({"imap": ["silent"]}, "unknown variant"),
+    ({"nntp": ["silent"]}, "unknown variant"),
     ({"pop3": ["banner_554"]}, "for smtp"),
     ({"smtp": ["dele_err"]}, "for pop3"),
     ({"smtp": ["mail_451:3"]}, "takes no argument"),
@@ -156,6 +165,9 @@ def test_parse_defaults_and_arguments() -> None:
     ({"smtp": ["silent", "banner_multiline"]}, "both decide"),
     ({"smtp": ["drop_in_data", "421_data"]}, "both decide"),
     ({"pop3": ["dele_err", "dele_err"]}, "given twice"),
+    ({"pop3": ["no_uidl", "uidl_duplicate"]}, "both decide"),
+    ({"pop3": ["quit_err", "drop_at_quit"]}, "both decide"),
+    ({"smtp": ["banner_multiline", "echo_secrets"]}, "both decide"),
     ({"smtp_plain": ["starttls_454"]}, "STARTTLS"),
     ({"smtp_tls": ["starttls_last"]}, "STARTTLS"),
     ({"pop3_tls": ["stls_err"]}, "STARTTLS"),
@@ -763,6 +775,181 @@ def test_quit_err(start_lab: StartLab) -> None:
     assert len(lab.store.messages("alice")) == 1  # DELE not committed
     # QUIT before login still says goodbye normally.
     assert _pop3(lab).quit().startswith(b"+OK")
+
+
+def test_uidl_duplicate(start_lab: StartLab) -> None:
+    lab = start_lab(pop3="uidl_duplicate")
+    lab.store.add("alice", message("one"))
+    lab.store.add("alice", message("two"))
+    with RawClient(lab.host, lab.ports["pop3"]) as raw:
+        assert raw.cmd("UIDL").startswith(b"-ERR")  # not logged in yet
+    pop = _pop3_login(lab)
+    try:
+        assert pop.uidl()[1] == [b"1 duplicate-uid", b"2 duplicate-uid"]
+        assert pop.uidl(2) == b"+OK 2 duplicate-uid"
+        with pytest.raises(poplib.error_proto, match="no such message"):
+            pop.uidl(3)
+        assert pop.dele(1).startswith(b"+OK")
+        assert pop.uidl()[1] == [b"2 duplicate-uid"]  # the rest works
+    finally:
+        pop.quit()
+    assert len(lab.store.messages("alice")) == 1
+
+
+def test_drop_at_quit(start_lab: StartLab) -> None:
+    lab = start_lab(pop3="drop_at_quit")
+    lab.store.add("alice", message("deleted"))
+    lab.store.add("alice", message("kept"))
+    # A QUIT without DELE is answered.
+    assert _pop3_login(lab).quit().startswith(b"+OK")
+    wait_until(lambda: not lab.store.is_locked("alice"))
+    with RawClient(lab.host, lab.ports["pop3"]) as raw:
+        raw.cmd("USER alice")
+        assert raw.cmd("PASS alice-secret-1").startswith(b"+OK")
+        assert raw.cmd("DELE 1").startswith(b"+OK")
+        assert raw.cmd("QUIT") == b""  # closed, no reply
+    wait_until(lambda: not lab.store.is_locked("alice"))
+    # ... and yet the deletion was committed.
+    assert [m.data for m in lab.store.messages("alice")] == [
+        message("kept")]
+
+
+def _straddles(line: bytes, secret: str) -> bool:
+    """secret sits across byte 65536 of line, its middle character on it."""
+    start = 65536 - len(secret) // 2
+    return line[start:start + len(secret)] == secret.encode()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _smtp_forms(user: str, password: str) -> list[str]:
+    return [password, _b64(password), _b64(f"\0{user}\0{password}")]
+
+
+def _assert_smtp_echo(reply: list[bytes], accounts: dict[str, str],
+                      last: bytes) -> None:
+    assert reply[-1] == last
+    code = last[:3]
+    assert all(line.startswith(code + b"-") for line in reply[:-1])
+    for user, password in accounts.items():
+        forms = " ".join(_smtp_forms(user, password))
+        assert f"{code.decode()}-X-ECHO {user} {forms}".encode() in reply
+        assert any(len(line) > 65536 and _straddles(line, password)
+                   for line in reply)
+
+
+def test_echo_secrets_smtp(start_lab: StartLab) -> None:
+    lab = start_lab(smtp="echo_secrets")
+    accounts = dict(lab.accounts)
+    with RawClient(lab.host, lab.ports["smtp"]) as raw:
+        greeting = [raw.greeting.rstrip(b"\r\n")] + _smtp_reply(raw)
+        _assert_smtp_echo(greeting, accounts,
+                          f"220 {HOSTNAME} ESMTP mailops embedded lab"
+                          .encode())
+        raw.send("EHLO client.test")
+        ehlo = _smtp_reply(raw)
+        _assert_smtp_echo(ehlo, accounts, b"250 HELP")
+        assert b"250-STARTTLS" in ehlo  # the built-in lines are all there
+        assert b"250-AUTH CRAM-MD5 LOGIN PLAIN" in ehlo
+        payload = _b64("\0alice\0alice-secret-1")
+        raw.send(f"AUTH PLAIN {payload}")
+        _assert_smtp_echo(_smtp_reply(raw), accounts,
+                          b"235 2.7.0 Authentication successful")
+        raw.send(f"MAIL FROM:<{SENDER}>")
+        assert _smtp_reply(raw)[-1] == b"250 OK"
+        raw.send("RCPT TO:<bob@lab.test>")
+        assert _smtp_reply(raw)[-1].startswith(b"250 ")
+        raw.send("DATA")
+        assert raw.line().startswith(b"354 ")  # one line: no echo here
+        raw.sock.sendall(message("echoed") + b".\r\n")
+        data_reply = _smtp_reply(raw)
+        _assert_smtp_echo(data_reply, accounts, data_reply[-1])
+        assert data_reply[-1].startswith(b"250 2.0.0 Ok: queued as ")
+        raw.send(f"MAIL FROM:<{SENDER}>")
+        _smtp_reply(raw)
+        raw.send("RCPT TO:<nobody@lab.test>")
+        _assert_smtp_echo(_smtp_reply(raw), accounts,  # errors too
+                          b"550 5.1.1 <nobody@lab.test>: Recipient address "
+                          b"rejected: User unknown")
+        raw.send("QUIT")
+        _assert_smtp_echo(_smtp_reply(raw), accounts, b"221 Bye")
+    assert len(lab.store.messages("bob")) == 1
+    # The STARTTLS go-ahead and the AUTH challenges stay single lines.
+    ctx = ssl.create_default_context(cafile=lab.ca_path)
+    with RawClient(lab.host, lab.ports["smtp"]) as raw:
+        _smtp_reply(raw)
+        raw.send("EHLO client.test")
+        _smtp_reply(raw)
+        assert raw.cmd("STARTTLS") == b"220 Ready to start TLS\r\n"
+        with ctx.wrap_socket(raw.sock, server_hostname=lab.host) as tls:
+            tls.sendall(b"EHLO client.test\r\n")
+            reader = tls.makefile("rb")
+            ehlo = []
+            while not ehlo or ehlo[-1][3:4] == b"-":
+                ehlo.append(reader.readline().rstrip(b"\r\n"))
+            _assert_smtp_echo(ehlo, accounts, b"250 HELP")
+            assert b"250-STARTTLS" not in ehlo
+            tls.sendall(b"AUTH LOGIN\r\n")
+            assert reader.readline() == b"334 VXNlciBOYW1lAA==\r\n"
+            reader.close()
+
+
+def test_echo_secrets_pop3(start_lab: StartLab) -> None:
+    lab = start_lab(pop3="echo_secrets")
+    accounts = dict(lab.accounts)
+    with RawClient(lab.host, lab.ports["pop3"]) as raw:
+        timestamp = re.search(rb"<[^<>\s]+>", raw.greeting).group().decode()
+
+        def digest(password: str) -> str:
+            return hashlib.md5((timestamp + password).encode()).hexdigest()
+
+        echo = " ".join(f"{password} {digest(password)}"
+                        for _user, password in sorted(accounts.items()))
+        assert raw.greeting == (f"+OK mailops embedded lab POP3 ready "
+                                f"{timestamp} {echo}\r\n").encode()
+        # No user known yet: the echo, but no long line.
+        assert raw.cmd("NOOP") == f"-ERR command not valid in this state " \
+                                  f"{echo} \r\n".encode()
+        password = accounts["alice"]
+        replies = [raw.cmd("USER alice"), raw.cmd(f"PASS {password}"),
+                   raw.cmd("STAT"), raw.cmd("QUIT")]
+    assert replies[0].startswith(f"+OK send PASS {echo} ~".encode())
+    assert replies[1].startswith(b"+OK maildrop locked and ready, ")
+    assert replies[2].startswith(f"+OK 0 0 {echo} ~".encode())
+    assert replies[3].startswith(b"+OK bye (0 messages left) ")
+    # The password and the digest in turn, across byte 65536.
+    for reply, secret in zip(replies, [password, digest(password)] * 2):
+        assert len(reply) > 65536 and reply.endswith(b"~\r\n")
+        assert _straddles(reply, secret), reply[:60]
+    # poplib copes with the echo on its own lines (not the long ones).
+    lab = start_lab(pop3_noapop="echo_secrets")
+    pop = _pop3(lab, "pop3_noapop")
+    assert pop.getwelcome().endswith(
+        " ".join(p for _u, p in sorted(accounts.items())).encode())
+    pop.close()
+
+
+def test_reply_hook() -> None:
+    async def shout(conn: object, line: Optional[str]) -> bool:
+        await conn.push_bytes(  # type: ignore[attr-defined]
+            (line or "").upper().encode() + b"!\r\n")
+        return True
+
+    with EmbeddedLab(hooks={"pop3": {"REPLY": shout},
+                            "smtp": {"REPLY": shout}}) as lab:
+        with RawClient(lab.host, lab.ports["pop3"]) as raw:
+            assert raw.greeting.startswith(b"+OK MAILOPS EMBEDDED LAB POP3")
+            assert raw.greeting.endswith(b">!\r\n")
+            # A pseudo command is no command a client can send.
+            assert raw.cmd("REPLY x") == b"-ERR UNKNOWN COMMAND!\r\n"
+            assert raw.cmd("GREETING") == b"-ERR UNKNOWN COMMAND!\r\n"
+        with RawClient(lab.host, lab.ports["smtp"]) as raw:
+            assert raw.greeting == \
+                f"220 {HOSTNAME.upper()} ESMTP MAILOPS EMBEDDED LAB!\r\n" \
+                .encode()
+            assert raw.cmd("NOOP") == b"250 OK!\r\n"
 
 
 # -- certificates -----------------------------------------------------------------

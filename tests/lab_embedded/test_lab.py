@@ -29,6 +29,9 @@ EXPECTED_PORTS = {
     "smtp_expired", "smtp_selfsigned",
     "pop3", "pop3_tls", "pop3_plain", "pop3_noapop", "pop3_badcert",
     "pop3_wrongname", "pop3_expired", "pop3_selfsigned",
+    "imap", "imap_tls", "imap_plain", "imap_badcert", "imap_wrongname",
+    "imap_expired", "imap_selfsigned", "imap_nospecialuse", "imap_noidle",
+    "imap_noexpunge", "imap_idle_never",
 }
 
 
@@ -155,7 +158,7 @@ def test_connect_hook_replaces_greeting() -> None:
 
 def test_hooks_for_unknown_variant_rejected() -> None:
     with pytest.raises(ValueError):
-        EmbeddedLab(hooks={"imap": {}})
+        EmbeddedLab(hooks={"nntp": {}})
 
 
 def test_clean_shutdown_with_open_sessions(

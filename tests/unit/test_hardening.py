@@ -94,7 +94,7 @@ def test_control_characters_in_any_option_send_nothing(lab, listener, core, para
 
 
 @pytest.mark.parametrize('host', ['127.0.0.1\0.evil', 'xn--a.test', 'a..b', 'a' * 64 + '.test', '\u2028', 'ex ample.org',
-                                  '[::1]', 'bad_\udcff.test'])
+                                  '[::1]', 'bad_\udcff.test', '127.0.0.1%lo', '::1%', '::1%a b'])
 def test_invalid_hosts_fail_at_input(lab, host):
     with pytest.raises(ProbeError) as info:
         pop3_check(pop3_params(lab, 'pop3', 'none', host=host))
@@ -102,7 +102,7 @@ def test_invalid_hosts_fail_at_input(lab, host):
     assert 'host' in info.value.message
 
 
-@pytest.mark.parametrize('host', ['127.0.0.1', '::1', 'localhost', 'localhost.', 'b\u00fccher.localhost'])
+@pytest.mark.parametrize('host', ['127.0.0.1', '::1', 'fe80::1%lo', 'localhost', 'localhost.', 'b\u00fccher.localhost'])
 def test_valid_hosts_pass_input(lab, host):
     """Names and addresses (an IDN too) get past input; a name that does not resolve fails later."""
     try:

@@ -23,12 +23,7 @@ def imap_params(lab, variant, tls_mode, imap_auth='password', user='alice', **ex
 
 
 def imap_roundtrip(lab, user='bob', variant='imap', **extra):
-    params = roundtrip_params(lab, user=user, receive_protocol='imap', imap_host=lab.host,
-                              imap_port=lab.ports[variant], imap_tls_mode='starttls', imap_username=user,
-                              imap_password=lab.accounts[user], imap_auth_mechanism='auto', imap_folder='INBOX',
-                              junk_folders=None, junk='warn', pop3_username=None, pop3_password=None)
-    params.update(extra)
-    return params
+    return roundtrip_params(lab, user=user, receive='imap', imap_variant=variant, **extra)
 
 
 TLS_MATRIX = [
