@@ -16,7 +16,7 @@ import re
 import time
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
-    DEFAULT_TIMEOUT, ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
+    ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import (
     MASK, MAX_RESPONSE, Client, Conversation, cleartext_guard, converse, endpoint_port,
@@ -30,8 +30,10 @@ _CLEARTEXT = ('plain', 'login')
 DEFAULT_FOLDER = 'INBOX'
 # Where a mail filtered as spam lands when the server names no \Junk folder.
 JUNK_NAMES = ('Junk', 'Spam')
-# Checks spaced at least this far apart wait in IDLE (a push ends the wait early).
+# Checks spaced at least this far apart wait in IDLE (a push ends the wait early); a server has
+# DONE_GRACE seconds to answer DONE.
 IDLE_FROM = 1.0
+DONE_GRACE = 2.0
 _STATUS_ITEMS = ('MESSAGES', 'UNSEEN', 'UIDNEXT', 'UIDVALIDITY')
 _LITERAL = re.compile(r'\{(\d+)\+?\}$')
 _STATUS_WORDS = ('OK', 'NO', 'BAD', 'BYE', 'PREAUTH')
@@ -406,7 +408,10 @@ class ImapClient(Client):
             line = self.session.wait_line('search', max(0.0, seconds))
         self.session.send_line('search', 'DONE')
         while True:
-            response = self.read('search')
+            try:
+                response = self.read('search')
+            except ProbeError as e:
+                raise ProbeError(e.stage, '%s (after DONE, to end IDLE)' % e.message)
             if response.tag == '*':
                 self.untagged(response)
                 continue
@@ -566,7 +571,9 @@ class ImapMailbox:
         if self.client is None or seconds < IDLE_FROM or not self.client.has('IDLE'):
             time.sleep(seconds)
             return False
-        self.client.session.extend(seconds + (self.params.get('timeout') or DEFAULT_TIMEOUT))
+        # The wait, and a moment for the answer to DONE: a server that never ends IDLE fails
+        # the check within the round trip's deadline rather than a whole timeout later.
+        self.client.session.extend(seconds + DONE_GRACE)
         try:
             self.after_push = self.client.idle(seconds)
         except ProbeError as e:

@@ -195,7 +195,7 @@ def visits(receiver, deadline, interval, timeout, sort, immediately=False):
     """Visit the mailbox on the adaptive schedule while the deadline allows: yields each visit's
     facts, None when the mailbox was busy. Each visit's timeout ends by the deadline."""
     for _tick in ticks(receiver, deadline, interval, immediately):
-        yield on_side(receiver.side, receiver.visit, max(1, min(timeout, deadline - time.monotonic())), sort)
+        yield on_side(receiver.side, receiver.visit, max(1, round(min(timeout, deadline - time.monotonic()), 1)), sort)
 
 
 def judge_junk(result, receiver, policy, warnings):

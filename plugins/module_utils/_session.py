@@ -290,6 +290,7 @@ class Session:
         """A new deadline seconds from now, for a connection kept open across checks (IMAP):
         each step on it is bounded by the deadline set for that step."""
         self.deadline = time.monotonic() + seconds
+        self.timeout = round(seconds, 1)
 
     def _receive(self, stage):
         try:

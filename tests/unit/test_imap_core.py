@@ -242,3 +242,40 @@ def test_tokenize_keeps_sections_and_literals():
                                           ('\u53f0\u5317', '&U,BTFw-')])
 def test_folder_names_in_modified_utf7(name, encoded):
     assert encode_mailbox(name) == encoded
+
+
+def test_a_server_that_never_ends_idle_fails_within_the_trip(lab, monkeypatch):
+    from ansible_collections.mailops.health.plugins.module_utils import _smtp
+    from lab.embedded import EmbeddedLab
+    with EmbeddedLab(faults={'imap': ['idle_never_ends']}) as faulty:
+        faulty.store.clear('bob')
+        original = _smtp.run_session
+
+        def send_elsewhere(params, check, message=None):
+            if message is None:
+                return original(params, check)
+            return original(dict(params), check, (message[0], [faulty.address('alice')], message[2]))
+
+        monkeypatch.setattr(_smtp, 'run_session', send_elsewhere)
+        start = time.monotonic()
+        with pytest.raises(ProbeError) as info:
+            mail_roundtrip(imap_roundtrip(faulty, connection_interval=1, max_trip_time=4))
+        assert info.value.stage == 'search' and 'IDLE' in info.value.message
+        assert time.monotonic() - start < 4 + 3
+
+
+def test_batch_of_imap_probes(lab, capsys):
+    from ansible_collections.mailops.health.plugins.modules import mail_roundtrip_batch
+
+    from .helpers import run_module
+    for user in ('alice', 'bob'):
+        lab.store.clear(user)
+    probes = [dict((k, v) for k, v in imap_roundtrip(lab, user=user).items() if v is not None)
+              for user in ('alice', 'bob', 'alice')]
+    result = run_module(capsys, mail_roundtrip_batch, dict(probes=probes, parallel=2))
+    assert result['_rc'] == 0, result['_raw']
+    assert result['ok'] == 3
+    assert [entry['mailbox'] for entry in result['results']] == [
+        'alice@127.0.0.1:%d' % lab.ports['imap'], 'bob@127.0.0.1:%d' % lab.ports['imap'],
+        'alice@127.0.0.1:%d' % lab.ports['imap']]
+    assert lab.store.messages('alice') == [] and lab.store.messages('bob') == []
