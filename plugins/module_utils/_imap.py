@@ -219,9 +219,9 @@ class ImapClient(Client):
                 raise self.session.error(stage, 'reply with tag %s to command %s' % (
                     self.session.quote(response.tag), tag))
             if response.status != 'OK':
-                what = line.split(' ', 1)[0] if shown is None else shown.split(' ', 1)[0]
-                raise self.session.error(stage, '%s refused (%s %s)' % (
-                    ' '.join(line.split(' ')[:2]) if what == 'UID' else what, response.status, response.text), Refused)
+                words = line.split(' ')
+                what = ' '.join(words[:2]) if words[0] == 'UID' else words[0]
+                raise self.session.error(stage, '%s refused (%s %s)' % (what, response.status, response.text), Refused)
             if response.code and response.code.upper().startswith('CAPABILITY '):
                 self.caps = response.code.split()[1:]
             return collected
