@@ -593,4 +593,3 @@ class ImapMailbox:
                 self.check.warnings.append('%s: %s' % (self.label, e.message))
         else:
             conversation.__exit__(type(error), error, None)
-

@@ -143,8 +143,8 @@ def test_invalid_input_in_core_checks(lab, capsys, boxes, deliveries, probe_extr
     ({}, dict(smtp_prot=25), 'defaults.smtp_prot'),
     ({}, dict(timeout='soon'), "argument 'timeout' is of type"),
 ])
-def test_types_choices_and_unknown_keys_are_ansibles_own_checks(lab, capsys, boxes, deliveries,
-                                                               probe_extra, defaults_extra, message):
+def test_types_choices_and_unknown_keys_are_ansibles_own_checks(
+        lab, capsys, boxes, deliveries, probe_extra, defaults_extra, message):
     """probes and defaults are declared with suboptions: Ansible refuses them as it refuses any
     module's options, before the module runs, and masks the passwords it knows."""
     probes = [probe(lab, 'alice'), probe(lab, 'bob', **probe_extra)]
