@@ -226,6 +226,11 @@ class ImapClient(Client):
                 self.caps = response.code.split()[1:]
             return collected
 
+    @staticmethod
+    def data(responses):
+        """The data of the untagged data responses among responses (status lines carry none)."""
+        return [response.data for response in responses if response.data]
+
     def has(self, capability):
         return any(c.upper() == capability for c in self.caps)
 
@@ -324,16 +329,15 @@ class ImapClient(Client):
     def folders(self):
         """{name: [attributes]} of every folder (LIST "" "*")."""
         found = {}
-        for response in self.command('folders', 'LIST "" "*"'):
-            data = response.data
+        for data in self.data(self.command('folders', 'LIST "" "*"')):
             if len(data) >= 4 and str(data[0]).upper() == 'LIST' and isinstance(data[1], list):
                 found[str(data[3])] = [str(a) for a in data[1]]
         return found
 
     def status(self, folder):
         """STATUS of a folder: messages, unseen, uidnext, uidvalidity."""
-        for response in self.command('stat', 'STATUS %s (%s)' % (quoted(encode_mailbox(folder)), ' '.join(_STATUS_ITEMS))):
-            data = response.data
+        for data in self.data(self.command('stat', 'STATUS %s (%s)' % (quoted(encode_mailbox(folder)),
+                                                                           ' '.join(_STATUS_ITEMS)))):
             if len(data) >= 3 and str(data[0]).upper() == 'STATUS' and isinstance(data[-1], list):
                 pairs = data[-1]
                 values = dict((str(pairs[i]).upper(), pairs[i + 1]) for i in range(0, len(pairs) - 1, 2))
@@ -348,20 +352,18 @@ class ImapClient(Client):
     def search(self, criteria):
         """UIDs matching a UID SEARCH."""
         uids = []
-        for response in self.command('search', 'UID SEARCH ' + criteria):
-            data = response.data
-            if data and str(data[0]).upper() == 'SEARCH':
+        for data in self.data(self.command('search', 'UID SEARCH ' + criteria)):
+            if str(data[0]).upper() == 'SEARCH':
                 for uid in data[1:]:
                     if not is_number(str(uid)):
-                        raise self.session.error('search', 'malformed SEARCH result %s' % self.session.quote(response.text))
+                        raise self.session.error('search', 'malformed SEARCH result %s' % self.session.quote(str(uid)))
                     uids.append(int(uid))
         return uids
 
     def headers(self, uids):
         """{uid: header lines} of the given messages (BODY.PEEK[HEADER]: nothing is marked seen)."""
         found = {}
-        for response in self.command('retrieve', 'UID FETCH %s (UID BODY.PEEK[HEADER])' % ','.join(map(str, uids))):
-            data = response.data
+        for data in self.data(self.command('retrieve', 'UID FETCH %s (UID BODY.PEEK[HEADER])' % ','.join(map(str, uids)))):
             if len(data) >= 3 and str(data[1]).upper() == 'FETCH' and isinstance(data[2], list):
                 items = data[2]
                 values = dict((str(items[i]).upper(), items[i + 1]) for i in range(0, len(items) - 1, 2))
@@ -483,8 +485,9 @@ class ImapMailbox:
         self.first_check_delay = 0.002
 
     def open(self, timeout):
-        self.conversation = Conversation(ImapClient, dict(self.params, timeout=timeout), self.check)
-        self.client = self.conversation.__enter__()
+        conversation = Conversation(ImapClient, dict(self.params, timeout=timeout), self.check)
+        self.client = conversation.__enter__()
+        self.conversation = conversation
         try:
             folders = self.client.folders()
             self.junk = self.junk_folders(folders)
