@@ -55,6 +55,8 @@ PORTS: dict[str, Port] = {p.name: p for p in (
     Port("pop3_badcert", 1995, "mailbox", "pop3", TLS_BADCERT),    # third Dovecot instance
     Port("imap", 143, "mailbox", "imap", TLS_STARTTLS),
     Port("imaps", 993, "mailbox", "imap", TLS_IMPLICIT),
+    Port("imap_nostarttls", 1143, "mailbox", "imap", TLS_NONE),    # second Dovecot instance
+    Port("imap_badcert", 1993, "mailbox", "imap", TLS_BADCERT),    # third Dovecot instance
     Port("lmtp", 24, "mailbox", "lmtp", TLS_NONE),                 # Postfix delivers here
     Port("sasl", 12345, "mailbox", "dovecot-auth", TLS_NONE),      # Postfix's SMTP AUTH asks here
 )}

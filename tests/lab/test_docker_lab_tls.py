@@ -195,3 +195,41 @@ def test_imap_starttls_and_login(lab_host, ports, ca_ctx, accounts):
 def test_imaps_implicit_tls(lab_host, ports, ca_ctx, accounts):
     with imaplib.IMAP4_SSL(lab_host, ports["imaps"], ssl_context=ca_ctx, timeout=15) as m:
         m.login("bob", accounts["bob"]["password"])
+
+
+def test_imap_143_allows_plaintext_login_before_tls_on_loopback(lab_host, ports):
+    # Dovecot counts a loopback connection (client IP = server IP) as secured: cleartext mechanisms
+    # are offered before STARTTLS and LOGINDISABLED is never said (the matrix relies on this).
+    with imaplib.IMAP4(lab_host, ports["imap"], timeout=15) as m:
+        assert "STARTTLS" in m.capabilities
+        assert "LOGINDISABLED" not in m.capabilities
+        assert {"AUTH=PLAIN", "AUTH=LOGIN", "AUTH=CRAM-MD5"} <= set(m.capabilities)
+
+
+def test_imaps_speaks_tls_first(lab_host, ports):
+    with socket.create_connection((lab_host, ports["imaps"]), timeout=3) as raw:
+        raw.settimeout(1.5)
+        with pytest.raises(socket.timeout):
+            raw.recv(10)
+
+
+def test_imap_nostarttls_offers_no_starttls(lab_host, ports, accounts):
+    with imaplib.IMAP4(lab_host, ports["imap_nostarttls"], timeout=15) as m:
+        assert "STARTTLS" not in m.capabilities
+        # Asked anyway, the server refuses it (imaplib itself would not even send it).
+        with pytest.raises(imaplib.IMAP4.error, match="TLS support isn't enabled"):
+            m._simple_command("STARTTLS")
+        assert not isinstance(m.sock, ssl.SSLSocket)
+        m.login("bob", accounts["bob"]["password"])  # plaintext LOGIN works there
+
+
+def test_imap_badcert_rejected_by_lab_ca_client(lab_host, ports, ca_ctx):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imaplib.IMAP4_SSL(lab_host, ports["imap_badcert"], ssl_context=ca_ctx, timeout=15)
+
+
+def test_imap_badcert_is_still_imap_with_the_rogue_certificate(lab_host, ports, docker_lab):
+    rogue_ctx = ssl.create_default_context(cafile=docker_lab["rogue_ca_path"])
+    with imaplib.IMAP4_SSL(lab_host, ports["imap_badcert"], ssl_context=rogue_ctx, timeout=15) as m:
+        assert m.welcome.startswith(b"* OK")
+        assert "STARTTLS" not in m.capabilities

@@ -3,10 +3,11 @@
     python tests/matrix/render.py [--table T] [--results DIR] [--output build/matrix.md] [--compare docs/matrix.md]
 
 The table is tests/integration/targets/mail_matrix/vars/matrix.yml (the one the targets run); the
-results are the <module>.json files the mail_matrix role writes (`make integration` puts them in
-build/matrix). Every cell of the table appears in the page with what was observed for it; a cell
-whose observation differs from the table, or that was not run, is marked loudly, and so is the
-summary at the top.
+results are the <section>.json files the mail_matrix role writes (`make integration` puts them in
+build/matrix). A section of the table is one module's grid, named after the module, or another
+grid of a module's (mail_roundtrip_imap: the round trip reading the mailbox over IMAP). Every cell
+of the table appears in the page with what was observed for it; a cell whose observation differs
+from the table, or that was not run, is marked loudly, and so is the summary at the top.
 
 `make matrix-check` (in make test) renders into build/ and, with --compare, fails when the committed
 docs/matrix.md does not show what the render shows, leaving aside what changes from run to run
@@ -29,9 +30,10 @@ TABLE = ROOT / 'tests' / 'integration' / 'targets' / 'mail_matrix' / 'vars' / 'm
 RESULTS = ROOT / 'build' / 'matrix'
 OUTPUT = ROOT / 'build' / 'matrix.md'
 DOCS = ROOT / 'docs' / 'matrix.md'
-MODULES = ('smtp_check', 'pop3_check', 'mail_roundtrip')
-# Keys of a cell that are not the module's settings.
-NOT_SETTINGS = ('expect', 'note')
+SECTIONS = ('smtp_check', 'pop3_check', 'imap_check', 'mail_roundtrip', 'mail_roundtrip_imap')
+# Keys of a cell that are not the module's settings: what it must give.
+EXPECT_MORE = ('expect_auth', 'expect_status', 'expect_folder')
+NOT_SETTINGS = ('expect', 'note') + EXPECT_MORE
 
 
 def table_digest(path):
@@ -44,13 +46,13 @@ def load_table(path):
 
 
 def load_results(directory):
-    """{module: results file content} for the modules that have one."""
+    """{section: results file content} for the sections that have one."""
     results = {}
-    for module in MODULES:
-        path = Path(directory) / ('%s.json' % module)
+    for section in SECTIONS:
+        path = Path(directory) / ('%s.json' % section)
         if path.exists():
             with open(path, encoding='utf-8') as f:
-                results[module] = json.load(f)
+                results[section] = json.load(f)
     return results
 
 
@@ -60,7 +62,7 @@ def cell_key(cell):
 
 def value_text(value):
     """A cell value as the YAML table writes it."""
-    return json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+    return json.dumps(value) if isinstance(value, (bool, list)) or value is None else str(value)
 
 
 def outcome_text(outcome):
@@ -85,11 +87,18 @@ def short_text(outcome):
     return '`%s`' % outcome
 
 
-class Module:
-    """One module's part of the table joined with its observed results."""
+def more_text(cell):
+    """What a cell asks of a success besides `expect` (expect_auth, ...), e.g. 'status warning'."""
+    return ', '.join('%s %s' % (key[len('expect_'):], cell[key]) for key in EXPECT_MORE if key in cell)
+
+
+class Section:
+    """One section of the table (one grid) joined with its observed results."""
 
     def __init__(self, name, section, notes, results):
         self.name = name
+        self.module = section.get('module', name)
+        self.title = section.get('title') or '`%s`' % name
         self.rows = section['rows']
         self.columns = section['columns']
         self.cells = section['cells']
@@ -131,6 +140,8 @@ class Module:
         refs = self.notes_of(cell)
         sup = '<sup>%s</sup>' % ','.join(str(n) for n in refs) if refs else ''
         show = short_text if compact else outcome_text
+        if not compact and more_text(cell):
+            sup = ' (%s)%s' % (more_text(cell), sup)
         if entry is None:
             return '**NOT RUN** (expected %s)%s' % (show(cell['expect']), sup)
         if entry['observed'] != cell['expect']:
@@ -193,10 +204,10 @@ class Module:
 
 def render(table, results, table_path=TABLE):
     notes = table.get('notes') or {}
-    modules = [Module(name, table[name], notes, results.get(name)) for name in MODULES if name in table]
+    sections = [Section(name, table[name], notes, results.get(name)) for name in SECTIONS if name in table]
     totals = {'match': 0, 'mismatch': 0, 'not run': 0}
-    for module in modules:
-        for key, value in module.counts().items():
+    for section in sections:
+        for key, value in section.counts().items():
             totals[key] += value
     cells = sum(totals.values())
     try:
@@ -208,7 +219,8 @@ def render(table, results, table_path=TABLE):
            ' of `make integration`. Do not edit: change the table, run the integration targets, regenerate. -->'
            % (shown_path, table_digest(table_path)), '',
            'Every cell of the expectation table (`%s`) run through Ansible against the Docker lab (Postfix + Dovecot) by'
-           ' the integration targets `smtp_check_matrix`, `pop3_check_matrix` and `mail_roundtrip_matrix`, with the'
+           ' the integration targets `smtp_check_matrix`, `pop3_check_matrix`, `imap_check_matrix` and'
+           ' `mail_roundtrip_matrix`, with the'
            ' outcome that was **observed**. Expectations were written from the documentation of each `tls_mode` and'
            ' the lab configuration before the cells were run.' % shown_path, '']
     if totals['mismatch'] or totals['not run']:
@@ -218,39 +230,39 @@ def render(table, results, table_path=TABLE):
                 ' ❌ MISMATCH / NOT RUN below.' % (wrong, cells, totals['mismatch'], totals['not run']), '']
     else:
         out += ['**All %d cells observed as the table expects.**' % cells, '']
-    out += ['| module | cells | as expected | mismatch | not run | run (UTC) | seconds |', '|---|---|---|---|---|---|---|']
-    for module in modules:
-        counts = module.counts()
-        run = module.results or {}
+    out += ['| section | cells | as expected | mismatch | not run | run (UTC) | seconds |', '|---|---|---|---|---|---|---|']
+    for section in sections:
+        counts = section.counts()
+        run = section.results or {}
         when = '%s, ansible-core %s, %s lab' % (run['started'], run.get('ansible_version'), run.get('lab', {}).get('kind')) if run else '—'
-        out.append('| `%s` | %d | %d | %s | %s | %s | %s |' % (
-            module.name, sum(counts.values()), counts['match'],
+        out.append('| %s | %d | %d | %s | %s | %s | %s |' % (
+            section.title, sum(counts.values()), counts['match'],
             '**%d**' % counts['mismatch'] if counts['mismatch'] else '0',
             '**%d**' % counts['not run'] if counts['not run'] else '0', when, run.get('seconds', '—')))
     out += ['', 'Legend: `ok` succeeded with TLS as asked (plaintext for `tls_mode=none`); `ok ⚠` succeeded without TLS'
             ' and warned "continued without TLS"; `✗ stage` failed at that stage; numbers are the notes at the end.', '']
-    mismatches = [(m, c) for m in modules for c in m.cells + m.extra if m.status(c) == 'mismatch']
+    mismatches = [(m, c) for m in sections for c in m.cells + m.extra if m.status(c) == 'mismatch']
     if mismatches:
         out += ['## ❌ Mismatches', '']
-        for module, cell in mismatches:
-            entry = module.entry(cell)
-            out.append('- `%s` **%s**: expected %s, observed %s — %s' % (
-                module.name, entry['name'], outcome_text(cell['expect']), outcome_text(entry['observed']), entry.get('detail', '')))
+        for section, cell in mismatches:
+            entry = section.entry(cell)
+            out.append('- %s **%s**: expected %s, observed %s — %s' % (
+                section.title, entry['name'], outcome_text(cell['expect']), outcome_text(entry['observed']), entry.get('detail', '')))
         out.append('')
-    for module in modules:
-        out += ['## `%s`' % module.name, '']
-        sink = (module.results or {}).get('mail_sink')
+    for section in sections:
+        out += ['## %s' % section.title, '']
+        sink = (section.results or {}).get('mail_sink')
         if sink:
             out += ['Mails sent by the `send` cells: %s, found in the mailbox `%s`: %s (then deleted).%s' % (
                 sink['expected'], sink['mailbox'], sink['found'], '' if sink['found'] == sink['expected'] else ' **❌ MISMATCH**'), '']
-        out += module.grid() + ['']
-        if module.extra:
-            out += ['Cells outside the cross product:', ''] + module.extra_table() + ['']
-        if module.stale:
+        out += section.grid() + ['']
+        if section.extra:
+            out += ['Cells outside the cross product:', ''] + section.extra_table() + ['']
+        if section.stale:
             out += ['**The results file holds %d cells that are no longer in the table (run the integration targets'
-                    ' again).**' % len(module.stale), '']
-        out += ['<details><summary>Every %s cell with what the module said</summary>' % module.name, '']
-        out += module.details() + ['', '</details>', '']
+                    ' again).**' % len(section.stale), '']
+        out += ['<details><summary>Every %s cell with what the module said</summary>' % section.name, '']
+        out += section.details() + ['', '</details>', '']
     out += ['## Notes', '']
     for number, (key, text) in enumerate(notes.items(), 1):
         out.append('%d. **%s**: %s' % (number, key, ' '.join(str(text).split())))

@@ -2,16 +2,24 @@
 # Configure Dovecot from LAB_* variables and run it in the foreground
 # (`dovecot -F`), logging to the container's output.
 #
-# Three Dovecot instances, because STLS and the certificate are not per-port
-# settings in Dovecot 2.3:
-#   dovecot          POP3 (STLS) + POP3S, IMAP (STARTTLS) + IMAPS, LMTP, SASL auth
-#   dovecot-nostls   POP3 with ssl=no: no STLS in CAPA (negative case)
-#   dovecot-badcert  POP3S with a certificate from a rogue CA (negative case)
-# All share the accounts (/lab/users) and the Maildirs (/var/vmail/<user>/Maildir).
+# Three Dovecot instances, because STLS/STARTTLS and the certificate are not
+# per-port settings in Dovecot 2.3:
+#   dovecot          POP3 (STLS) + POP3S, IMAP (STARTTLS) + IMAPS, LMTP with
+#                    Sieve, SASL auth
+#   dovecot-nostls   POP3 and IMAP with ssl=no: no STLS in CAPA, no STARTTLS in
+#                    CAPABILITY (negative cases)
+#   dovecot-badcert  POP3S and IMAPS with a certificate from a rogue CA (negative
+#                    cases)
+# All share the accounts (/lab/users), the Maildirs (/var/vmail/<user>/Maildir)
+# and the folders: INBOX, Junk (\Junk), Trash (\Trash), Sent (\Sent), listed
+# and subscribed for every account (Dovecot creates them when first used).  LMTP
+# runs the global Sieve script lab-junk.sieve: a mail with "X-Lab-Junk: yes" or
+# "[lab-junk]" in its Subject is filed into Junk, all other mail into INBOX.
 #
 #   LAB_DOMAIN (lab.test), LAB_LISTEN (127.0.0.1 [+ ::1 if present]),
 #   LAB_PORT_POP3 110, LAB_PORT_POP3S 995, LAB_PORT_POP3_NOSTLS 1110,
 #   LAB_PORT_POP3_BADCERT 1995, LAB_PORT_IMAP 143, LAB_PORT_IMAPS 993,
+#   LAB_PORT_IMAP_NOSTARTTLS 1143, LAB_PORT_IMAP_BADCERT 1993,
 #   LAB_PORT_LMTP 24, LAB_PORT_SASL 12345
 set -euo pipefail
 
@@ -22,9 +30,12 @@ P_POP3_NOSTLS=${LAB_PORT_POP3_NOSTLS:-1110}
 P_POP3_BADCERT=${LAB_PORT_POP3_BADCERT:-1995}
 P_IMAP=${LAB_PORT_IMAP:-143}
 P_IMAPS=${LAB_PORT_IMAPS:-993}
+P_IMAP_NOSTARTTLS=${LAB_PORT_IMAP_NOSTARTTLS:-1143}
+P_IMAP_BADCERT=${LAB_PORT_IMAP_BADCERT:-1993}
 P_LMTP=${LAB_PORT_LMTP:-24}
 P_SASL=${LAB_PORT_SASL:-12345}
 CERTS=/lab/certs
+SIEVE=/etc/dovecot/sieve/lab-junk.sieve
 
 if [ -z "${LAB_LISTEN:-}" ]; then
     LAB_LISTEN=127.0.0.1
@@ -73,6 +84,26 @@ ssl_min_protocol = TLSv1.2
 protocol pop3 {
   mail_max_userip_connections = 500
 }
+# The special-use folders every account has (RFC 6154, LIST shows the attribute);
+# auto = subscribe lists and subscribes them and creates them when first used.
+# Sieve files into Junk (fileinto :create).
+namespace inbox {
+  inbox = yes
+  mailbox Junk {
+    special_use = \\Junk
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+}
+# IDLE is on (Dovecot's default); imap_idle_notify_interval keeps its default of
+# 2 mins: how often an idling client gets "* OK Still here".
 protocol imap {
   mail_max_userip_connections = 500
 }
@@ -125,8 +156,14 @@ service auth {
     port = ${P_SASL}
   }
 }
+# Pigeonhole Sieve in LMTP: the global script (compiled below) runs before any
+# user script; no user has one, so what it does not file goes to INBOX.
 protocol lmtp {
   postmaster_address = postmaster@${DOMAIN}
+  mail_plugins = \$mail_plugins sieve
+}
+plugin {
+  sieve_before = ${SIEVE}
 }
 MAINCONF
 
@@ -135,13 +172,21 @@ cat > "$conf/nostls.conf" <<NOSTLS
 instance_name = dovecot-nostls
 base_dir = /run/dovecot-nostls/
 state_dir = /var/lib/dovecot-nostls
-protocols = pop3
+protocols = pop3 imap
 ssl = no
 service pop3-login {
   inet_listener pop3 {
     port = ${P_POP3_NOSTLS}
   }
   inet_listener pop3s {
+    port = 0
+  }
+}
+service imap-login {
+  inet_listener imap {
+    port = ${P_IMAP_NOSTARTTLS}
+  }
+  inet_listener imaps {
     port = 0
   }
 }
@@ -152,7 +197,7 @@ cat > "$conf/badcert.conf" <<BADCERT
 instance_name = dovecot-badcert
 base_dir = /run/dovecot-badcert/
 state_dir = /var/lib/dovecot-badcert
-protocols = pop3
+protocols = pop3 imap
 ssl = yes
 ssl_cert = <${CERTS}/rogue.pem
 ssl_key = <${CERTS}/rogue.key
@@ -165,12 +210,23 @@ service pop3-login {
     ssl = yes
   }
 }
+service imap-login {
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    port = ${P_IMAP_BADCERT}
+    ssl = yes
+  }
+}
 BADCERT
 
 mkdir -p /var/lib/dovecot-nostls /var/lib/dovecot-badcert
+# LMTP runs as vmail and cannot write next to the script: compile it here, once.
+sievec -c "$conf/main.conf" "$SIEVE"
 echo "entrypoint: dovecot for ${DOMAIN} on ${listen}: pop3 ${P_POP3} pop3s ${P_POP3S}" \
      "pop3_nostls ${P_POP3_NOSTLS} pop3_badcert ${P_POP3_BADCERT} imap ${P_IMAP} imaps ${P_IMAPS}" \
-     "lmtp ${P_LMTP} sasl ${P_SASL}"
+     "imap_nostarttls ${P_IMAP_NOSTARTTLS} imap_badcert ${P_IMAP_BADCERT} lmtp ${P_LMTP} sasl ${P_SASL}"
 
 # Run the three masters; stop all when one ends or on SIGTERM/SIGINT.
 pids=()

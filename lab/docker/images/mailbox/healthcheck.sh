@@ -5,6 +5,7 @@
 listening=$(ss -Hltn 2>/dev/null | awk '{print $4}')
 for p in "${LAB_PORT_POP3:-110}" "${LAB_PORT_POP3S:-995}" "${LAB_PORT_POP3_NOSTLS:-1110}" \
          "${LAB_PORT_POP3_BADCERT:-1995}" "${LAB_PORT_IMAP:-143}" "${LAB_PORT_IMAPS:-993}" \
+         "${LAB_PORT_IMAP_NOSTARTTLS:-1143}" "${LAB_PORT_IMAP_BADCERT:-1993}" \
          "${LAB_PORT_LMTP:-24}" "${LAB_PORT_SASL:-12345}"; do
     grep -qx "127.0.0.1:$p" <<<"$listening" || { echo "port $p not listening"; exit 1; }
 done
