@@ -145,6 +145,7 @@ class ImapClient(Client):
         self.greeting_caps = None
         self.pushed = 0
         self.selected = None
+        self.pending = []
 
     # -- responses ------------------------------------------------------------------------
     def read(self, stage):
@@ -199,11 +200,35 @@ class ImapClient(Client):
         """Send a tagged command and read to its tagged reply; untagged responses on the way are
         returned (and noted). continuation(text) answers a '+' from the server. A NO or BAD
         fails at stage (Refused)."""
+        tag = self.send(stage, line, shown)
+        return self.collect(stage, {tag: line}, continuation)
+
+    def pipeline(self, stage, lines):
+        """Several commands in one write and their answers read (one round trip instead of one
+        each). A server may finish them in any order (RFC 3501 5.5): the untagged responses of
+        all of them come back together."""
+        tags = dict((self.send(stage, line, flush=False), line) for line in lines)
+        self.session.send_raw(stage, b''.join(self.pending))
+        self.pending = []
+        return self.collect(stage, tags)
+
+    def send(self, stage, line, shown=None, flush=True):
         self.counter += 1
         tag = 'A%03d' % self.counter
-        self.session.send_line(stage, '%s %s' % (tag, line), None if shown is None else '%s %s' % (tag, shown))
+        text = '%s %s' % (tag, line)
+        if flush:
+            self.session.send_line(stage, text, None if shown is None else '%s %s' % (tag, shown))
+        else:
+            self.session.check_line(stage, text)
+            self.session.note('C: ' + text)
+            self.pending.append(text.encode('utf-8') + b'\r\n')
+        return tag
+
+    def collect(self, stage, tags, continuation=None):
+        """Read until every command in tags ({tag: line}) has its tagged reply."""
+        tags = dict(tags)
         collected = []
-        while True:
+        while tags:
             response = self.read(stage)
             if response.tag == '+':
                 if continuation is None:
@@ -215,16 +240,17 @@ class ImapClient(Client):
                 self.untagged(response)
                 collected.append(response)
                 continue
-            if response.tag != tag:
+            line = tags.pop(response.tag, None)
+            if line is None:
                 raise self.session.error(stage, 'reply with tag %s to command %s' % (
-                    self.session.quote(response.tag), tag))
+                    self.session.quote(response.tag), ', '.join(sorted(tags))))
             if response.status != 'OK':
                 words = line.split(' ')
                 what = ' '.join(words[:2]) if words[0] == 'UID' else words[0]
                 raise self.session.error(stage, '%s refused (%s %s)' % (what, response.status, response.text), Refused)
             if response.code and response.code.upper().startswith('CAPABILITY '):
                 self.caps = response.code.split()[1:]
-            return collected
+        return collected
 
     @staticmethod
     def data(responses):
@@ -336,29 +362,46 @@ class ImapClient(Client):
 
     def status(self, folder):
         """STATUS of a folder: messages, unseen, uidnext, uidvalidity."""
-        for data in self.data(self.command('stat', 'STATUS %s (%s)' % (quoted(encode_mailbox(folder)),
-                                                                           ' '.join(_STATUS_ITEMS)))):
-            if len(data) >= 3 and str(data[0]).upper() == 'STATUS' and isinstance(data[-1], list):
-                pairs = data[-1]
-                values = dict((str(pairs[i]).upper(), pairs[i + 1]) for i in range(0, len(pairs) - 1, 2))
-                return dict((item.lower(), int(values[item]) if is_number(str(values.get(item))) else None)
-                            for item in _STATUS_ITEMS)
-        raise self.session.error('stat', 'no STATUS answer for %s' % folder)
+        return self.status_of(self.command('stat', self.status_command(folder)), folder)
+
+    @staticmethod
+    def status_command(folder):
+        return 'STATUS %s (%s)' % (quoted(encode_mailbox(folder)), ' '.join(_STATUS_ITEMS))
 
     def select(self, folder, readonly=False):
-        self.command('select', '%s %s' % ('EXAMINE' if readonly else 'SELECT', quoted(encode_mailbox(folder))))
+        """SELECT (or EXAMINE) a folder; returns its UIDNEXT from the answer, or None."""
+        responses = self.command('select', '%s %s' % ('EXAMINE' if readonly else 'SELECT', quoted(encode_mailbox(folder))))
         self.selected = folder
+        for response in responses:
+            words = (response.code or '').split()
+            if len(words) == 2 and words[0].upper() == 'UIDNEXT' and is_number(words[1]):
+                return int(words[1])
+        return None
 
     def search(self, criteria):
         """UIDs matching a UID SEARCH."""
+        return self.found_uids(self.command('search', 'UID SEARCH ' + criteria))
+
+    def found_uids(self, responses):
         uids = []
-        for data in self.data(self.command('search', 'UID SEARCH ' + criteria)):
+        for data in self.data(responses):
             if str(data[0]).upper() == 'SEARCH':
                 for uid in data[1:]:
                     if not is_number(str(uid)):
                         raise self.session.error('search', 'malformed SEARCH result %s' % self.session.quote(str(uid)))
                     uids.append(int(uid))
         return uids
+
+    def status_of(self, responses, folder):
+        """The STATUS answer for folder among responses."""
+        for data in self.data(responses):
+            if (len(data) >= 3 and str(data[0]).upper() == 'STATUS' and isinstance(data[-1], list)
+                    and str(data[1]) == encode_mailbox(folder)):
+                pairs = data[-1]
+                values = dict((str(pairs[i]).upper(), pairs[i + 1]) for i in range(0, len(pairs) - 1, 2))
+                return dict((item.lower(), int(values[item]) if is_number(str(values.get(item))) else None)
+                            for item in _STATUS_ITEMS)
+        raise self.session.error('stat', 'no STATUS answer for %s' % folder)
 
     def headers(self, uids):
         """{uid: header lines} of the given messages (BODY.PEEK[HEADER]: nothing is marked seen)."""
@@ -390,9 +433,8 @@ class ImapClient(Client):
     def idle(self, seconds):
         """Wait in IDLE up to seconds; True when the server pushed news of new mail."""
         pushed = self.pushed
-        self.counter += 1
-        tag = 'A%03d' % self.counter
-        self.session.send_line('search', '%s IDLE' % tag)
+        until = time.monotonic() + seconds
+        tag = self.send('search', 'IDLE')
         response = self.read('search')
         while response.tag == '*':
             self.untagged(response)
@@ -400,14 +442,13 @@ class ImapClient(Client):
         if response.tag != '+':
             raise self.session.error('search', 'IDLE refused (%s %s)' % (response.status or response.tag, response.text),
                                      Refused)
-        line = self.session.wait_line('search', seconds)
-        while line is not None:
+        while self.pushed == pushed:
+            line = self.session.wait_line('search', until - time.monotonic())
+            if line is None:
+                break
             response = self.parse_pushed(line)
             if response is not None:
                 self.untagged(response)
-            if self.pushed > pushed:
-                break
-            line = self.session.wait_line('search', max(0.0, seconds))
         self.session.send_line('search', 'DONE')
         while True:
             try:
@@ -464,11 +505,14 @@ def imap_check(params):
 
 class ImapMailbox:
     """The receive side of a round trip over IMAP (the interface _roundtrip.Receiver describes):
-    one connection kept open through the round trip. Each visit checks on it (NOOP, UID SEARCH
-    HEADER for the token, and the junk folders when their UIDNEXT moved); waits between checks
-    of a second or more are spent in IDLE, so a push ends them early."""
+    one connection kept open through the round trip. Each check is one round trip to the server:
+    NOOP, UID SEARCH for the token among the messages that arrived since the first look, and the
+    STATUS of each junk folder, pipelined; a junk folder is searched only when its UIDNEXT moved.
+    Waits between checks of a second or more are spent in IDLE, so a push ends them early."""
 
     side = 'imap'
+    # A check on the open connection is one round trip: the first comes 2 ms after sending.
+    first_check_delay = 0.002
 
     def __init__(self, params, check):
         self.params = params
@@ -478,11 +522,13 @@ class ImapMailbox:
         self.busy = 0
         self.conversation = None
         self.client = None
-        self.junk = None
+        self.junk = []
         self.trash = None
+        # {folder: UIDNEXT at the first look}: our mail can only have a UID from there on.
+        self.uid_from = {}
+        # {junk folder: UIDNEXT at the last look}: searched again only when it moved.
         self.junk_next = {}
         self.after_push = False
-        self.first_check_delay = 0.002
 
     def open(self, timeout):
         conversation = Conversation(ImapClient, dict(self.params, timeout=timeout), self.check)
@@ -492,7 +538,9 @@ class ImapMailbox:
             folders = self.client.folders()
             self.junk = self.junk_folders(folders)
             self.trash = next((name for name, attrs in folders.items() if '\\Trash' in attrs), None)
-            self.client.select(self.folder)
+            for folder in self.junk:
+                self.uid_from[folder] = self.junk_next[folder] = self.client.status(folder)['uidnext']
+            self.uid_from[self.folder] = self.client.select(self.folder)
             self.client.mark('select_ms')
         except ProbeError as e:
             self.close(e)
@@ -507,6 +555,13 @@ class ImapMailbox:
         special = [name for name, attrs in folders.items() if '\\Junk' in attrs]
         return special or [name for name in JUNK_NAMES if name in folders]
 
+    def criteria(self, folder, sort):
+        """The search for sort: our token among the messages since the first look, or (for
+        stale leftovers) every message with the token header."""
+        header = 'HEADER %s %s' % (sort.header, quoted(sort.token or ''))
+        start = self.uid_from.get(folder)
+        return 'UID %d:* %s' % (start, header) if sort.token and start else header
+
     def visit(self, timeout, sort=None):
         start = time.monotonic()
         if self.client is None:
@@ -516,17 +571,21 @@ class ImapMailbox:
         try:
             seen_by = 'push' if self.after_push else 'check'
             self.after_push = False
-            client.command('search', 'NOOP')
             found = {'ours': [], 'stale': []}
             where = {}
-            if sort is not None:
-                criteria = 'HEADER %s %s' % (sort.header, quoted(sort.token or ''))
-                self.look(self.folder, criteria, sort, found, where)
+            if sort is None:
+                client.command('search', 'NOOP')
+            else:
+                answers = client.pipeline('search', ['NOOP', 'UID SEARCH ' + self.criteria(self.folder, sort)]
+                                          + [client.status_command(folder) for folder in self.junk])
+                self.take(self.folder, client.found_uids(answers), sort, found, where)
                 for folder in self.junk:
-                    status = client.status(folder)
-                    if self.junk_next.get(folder) != status['uidnext'] or not sort.token:
-                        self.junk_next[folder] = status['uidnext']
-                        self.look(folder, criteria, sort, found, where)
+                    uidnext = client.status_of(answers, folder)['uidnext']
+                    if uidnext != self.junk_next.get(folder) or not sort.token:
+                        self.junk_next[folder] = uidnext
+                        client.select(folder)
+                        self.take(folder, client.search(self.criteria(folder, sort)), sort, found, where)
+                        client.select(self.folder)
             facts = client.result()
             facts.update(copies=len(found['ours']), stale_deleted=len(found['stale']),
                          response_time_ms=round((time.monotonic() - start) * 1000.0, 1))
@@ -540,33 +599,31 @@ class ImapMailbox:
             self.close(e)
             raise
 
-    def look(self, folder, criteria, sort, found, where):
-        """Search one folder, sort what matched, delete ours and stale there."""
-        client = self.client
-        if folder != client.selected:
-            client.select(folder)
-        uids = client.search(criteria)
+    def take(self, folder, uids, sort, found, where):
+        """Sort the messages a search found in the selected folder; delete ours and stale."""
+        start = self.uid_from.get(folder) if sort.token else None
+        # 'UID n:*' also matches the last message when it is older than n (RFC 3501 6.4.8).
+        uids = [uid for uid in uids if start is None or uid >= start]
+        if not uids:
+            return
         kinds = {}
-        if uids:
-            for uid, lines in sorted(client.headers(uids).items()):
-                kind = sort(lines)
-                if kind is not None:
-                    kinds.setdefault(kind, []).append(uid)
-            if 'ours' in kinds:
-                where.setdefault('seen_at', time.monotonic())
-                where.setdefault('folder', folder)
-            doomed = kinds.get('ours', []) + kinds.get('stale', [])
-            if doomed:
-                how = client.delete(doomed, self.trash if folder != self.trash else None)
-                where.setdefault('deleted_by', how)
-                if how == 'flagged':
-                    self.check.warnings.append(
-                        '%s has neither UIDPLUS nor MOVE: the test mail in %s is flagged \\Deleted but not expunged '
-                        '(a plain EXPUNGE would remove other clients\' \\Deleted mail too)' % (self.label, folder))
-            for kind, uids in kinds.items():
-                found[kind].extend(uids)
-        if folder != self.folder:
-            client.select(self.folder)
+        for uid, lines in sorted(self.client.headers(uids).items()):
+            kind = sort(lines)
+            if kind is not None:
+                kinds.setdefault(kind, []).append(uid)
+        if 'ours' in kinds:
+            where.setdefault('seen_at', time.monotonic())
+            where.setdefault('folder', folder)
+        doomed = kinds.get('ours', []) + kinds.get('stale', [])
+        if doomed:
+            how = self.client.delete(doomed, self.trash if folder != self.trash else None)
+            where.setdefault('deleted_by', how)
+            if how == 'flagged':
+                self.check.warnings.append(
+                    '%s has neither UIDPLUS nor MOVE: the test mail in %s is flagged \\Deleted but not expunged '
+                    '(a plain EXPUNGE would remove other clients\' \\Deleted mail too)' % (self.label, folder))
+        for kind, kind_uids in kinds.items():
+            found[kind].extend(kind_uids)
 
     def wait(self, seconds):
         """Wait before the next check: in IDLE when the wait is long and the server has IDLE

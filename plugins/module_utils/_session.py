@@ -306,11 +306,14 @@ class Session:
             raise self.error(stage, 'server closed the connection')
         self._buffer += chunk
 
+    def check_line(self, stage, line):
+        """check_options refuses control characters before connecting; this is the last guard."""
+        if control_character(line):
+            raise self.error(stage, 'refusing to send a command holding a control character')
+
     def send_line(self, stage, line, shown=None):
         """Send one command; shown is what the transcript records instead (for secrets)."""
-        if control_character(line):
-            # check_options refuses such values before connecting; this is the last guard.
-            raise self.error(stage, 'refusing to send a command holding a control character')
+        self.check_line(stage, line)
         self.note('C: ' + (line if shown is None else shown))
         self.send_raw(stage, line.encode('utf-8') + b'\r\n')
 
