@@ -2,7 +2,7 @@
 
 Runs the benchmarks against the Docker lab (brought up if it is down; never taken down), writes
 bench/results/<part>.json after each part, then bench/results/summary.md and bench/results/bench.png.
-Parts: overhead, lag, throughput, bigmailbox. See bench/README.md.
+Parts: overhead, lag, throughput, bigmailbox, imapload. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import os
 import sys
 import time
 
-from bench import bigmailbox, lag, overhead, report, throughput
+from bench import bigmailbox, imapload, lag, overhead, report, throughput
 from bench.common import ROOT, SHARED, TMP, environment, lab_up, results_dir, say, write_json
 
-PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox')
+PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload')
 
 FULL = dict(overhead=dict(runs=60, wall_runs=10), lag=dict(trips=50),
             throughput=dict(core_seconds=30, loop_per_host=6, batch_rounds=20),
-            bigmailbox=dict(messages=10000, trips=30))
+            bigmailbox=dict(messages=10000, trips=30), imapload=dict(trips=10))
 QUICK = dict(overhead=dict(runs=5, wall_runs=2), lag=dict(trips=4),
              throughput=dict(core_seconds=4, loop_per_host=1, batch_rounds=2),
-             bigmailbox=dict(messages=500, trips=2))
+             bigmailbox=dict(messages=500, trips=2), imapload=dict(trips=1))
 
 
 def preflight(lab):
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     preflight(lab)
     t0 = time.monotonic()
     steps = len(parts)
-    modules = dict(overhead=overhead, lag=lag, throughput=throughput, bigmailbox=bigmailbox)
+    modules = dict(overhead=overhead, lag=lag, throughput=throughput, bigmailbox=bigmailbox, imapload=imapload)
     for step, part in enumerate(parts, 1):
         t = time.monotonic()
         env = environment(lab)

@@ -1,5 +1,6 @@
-"""[4/4] Large mailbox: how long the round trip takes to find its mail in a mailbox (`shared`)
-holding 10,000 other messages, against an empty mailbox (rt08), interleaved trip by trip.
+"""[4/5] Large mailbox: how long the round trip takes to find its mail in a mailbox (`shared`)
+holding 10,000 other messages, against an empty mailbox (rt08), over POP3 and over IMAP,
+interleaved trip by trip (the four kinds in a shuffled order per round).
 
 The 10,000 messages are written straight into /var/vmail/shared/Maildir/new in the mailbox
 container (one tar through the engine's put_archive, owned by vmail 5000:5000, Maildir names
@@ -8,8 +9,11 @@ time is reported). Afterwards they are removed by name (every filler file carrie
 '.mailopsbench' in its name) and a POP3 STAT must show the mailbox empty.
 
 Figures per trip: trip_time_ms (SMTP acceptance -> the probe parsed its token: the time to find),
-the whole mail_roundtrip call, and the POP3 sessions (first login before sending: reads the
-10,000 UIDs once; the finding session: UIDL again + TOP of the new message only).
+the whole mail_roundtrip call, the first visit (before sending; POP3: a session that reads the
+10,000 UIDs once; IMAP: connect, login, LIST, SELECT of the 10,000-message INBOX, NOOP) and the
+visit that found the mail (POP3: a session, UIDL again + TOP of the new message only; IMAP: on
+the open connection, NOOP, UID SEARCH HEADER over the folder, STATUS Junk, UID FETCH of the
+match, UID STORE + UID EXPUNGE).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from email.utils import formatdate
 
 from bench import hooks
 from bench.common import SHARED, Progress, import_core, roundtrip_params, say, summary
+
+PATHS = {'pop3': 'submission+pop3s', 'imap': 'submission+imaps'}
+GOALS = {'pop3': 2.0, 'imap': 1.2}   # full / empty, median trip time
 
 FULL, EMPTY = SHARED, 'rt08'
 MARK = 'mailopsbench'
@@ -83,11 +90,11 @@ def clean(lab) -> dict:
             'maildir_files_after': lab.maildir_count(FULL)}
 
 
-def run(lab, messages=10000, trips=20, step=4, steps=4) -> dict:
+def run(lab, messages=10000, trips=20, step=4, steps=5) -> dict:
     _smtp, _pop3, rt, _probe = import_core()
     hooks.install(rt)
-    say('[%d/%d] large mailbox: %d messages into %s, then %d round trips each on %s (full) and %s (empty)'
-        % (step, steps, messages, FULL, trips, FULL, EMPTY))
+    say('[%d/%d] large mailbox: %d messages into %s, then %d round trips each on %s (full) and %s (empty), '
+        'over POP3 and IMAP' % (step, steps, messages, FULL, trips, FULL, EMPTY))
     for user in (FULL, EMPTY):
         lab.clean_probe_mail(user)
     before = lab.pop3_stat(FULL)[0]
@@ -97,30 +104,41 @@ def run(lab, messages=10000, trips=20, step=4, steps=4) -> dict:
     rows = []
     progress = Progress(step, steps, 'large mailbox', trips)
     rng = random.Random(4)
+    kinds = [(user, protocol) for protocol in PATHS for user in (FULL, EMPTY)]
     try:
         for _trip in range(trips):
-            order = [FULL, EMPTY]
+            order = list(kinds)
             rng.shuffle(order)
-            for user in order:
+            for user, protocol in order:
                 time.sleep(0.05)
                 t0 = time.monotonic()
                 with hooks.observe() as trace:
-                    r = rt.mail_roundtrip(roundtrip_params(lab, user))
+                    r = rt.mail_roundtrip(roundtrip_params(lab, user, PATHS[protocol]))
                 wall = (time.monotonic() - t0) * 1000
                 visits = trace['visits']
-                rows.append({'mailbox': 'full' if user == FULL else 'empty', 'trip_time_ms': r['trip_time_ms'],
-                             'roundtrip_ms': round(wall, 1), 'attempts': r['attempts'],
+                rows.append({'mailbox': 'full' if user == FULL else 'empty', 'protocol': protocol,
+                             'trip_time_ms': r['trip_time_ms'], 'roundtrip_ms': round(wall, 1),
+                             'attempts': r['attempts'],
                              'first_session_ms': round((visits[0]['end'] - visits[0]['start']) * 1000, 1),
                              'finding_session_ms': round((visits[-1]['end'] - visits[-1]['start']) * 1000, 1)})
             progress.tick()
     finally:
         cleaned = clean(lab)
     out = {'messages': messages, 'full_account': FULL, 'empty_account': EMPTY, 'messages_before': before,
-           'fill': filled, 'cleanup': cleaned, 'trips_each': trips, 'goal': 'full <= 2x empty', 'figures': {},
-           'rows': rows}
-    for key in ('trip_time_ms', 'roundtrip_ms', 'first_session_ms', 'finding_session_ms', 'attempts'):
-        full = summary([r[key] for r in rows if r['mailbox'] == 'full'])
-        empty = summary([r[key] for r in rows if r['mailbox'] == 'empty'])
-        out['figures'][key] = {'full': full, 'empty': empty,
-                               'ratio': round(full['median'] / empty['median'], 2) if empty.get('median') else None}
+           'fill': filled, 'cleanup': cleaned, 'trips_each': trips, 'paths': PATHS, 'goal_ratio': GOALS,
+           'figures': figures(rows), 'rows': rows}
+    return out
+
+
+def figures(rows) -> dict:
+    """{protocol: {figure: {full, empty, ratio of medians}}}."""
+    out = {}
+    for protocol in PATHS:
+        mine = [r for r in rows if r['protocol'] == protocol]
+        out[protocol] = {}
+        for key in ('trip_time_ms', 'roundtrip_ms', 'first_session_ms', 'finding_session_ms', 'attempts'):
+            full = summary([r[key] for r in mine if r['mailbox'] == 'full'])
+            empty = summary([r[key] for r in mine if r['mailbox'] == 'empty'])
+            out[protocol][key] = {'full': full, 'empty': empty,
+                                  'ratio': round(full['median'] / empty['median'], 2) if empty.get('median') else None}
     return out

@@ -51,6 +51,13 @@ def import_core():
     return _smtp, _pop3, _roundtrip, _probe
 
 
+def core_module(name: str):
+    """One module of the core (e.g. '_imap'), imported under its collection name."""
+    import importlib
+    import_core()
+    return importlib.import_module('ansible_collections.mailops.health.plugins.module_utils.' + name)
+
+
 # -- the lab ------------------------------------------------------------------------------
 
 class Lab:
@@ -167,26 +174,44 @@ def lab_up() -> Lab:
 
 # -- probe parameters ---------------------------------------------------------------------
 
-# Round-trip paths: (SMTP port name, smtp_tls_mode, SMTP AUTH, POP3 port name, pop3_tls_mode).
+# Round-trip paths: (SMTP port name, smtp_tls_mode, SMTP AUTH, receiving port name, its tls_mode).
+# The receiving port's name says the protocol (pop3*, imap*).
 PATHS = {
     'submission+pop3s': ('submission', 'starttls', True, 'pop3s', 'tls'),
     'smtp25+pop3stls': ('smtp', 'starttls', False, 'pop3', 'starttls'),
+    'submission+imaps': ('submission', 'starttls', True, 'imaps', 'tls'),
+    'smtp25+imapstarttls': ('smtp', 'starttls', False, 'imap', 'starttls'),
 }
+POP3_PATHS = ('submission+pop3s', 'smtp25+pop3stls')
+IMAP_PATHS = ('submission+imaps', 'smtp25+imapstarttls')
+
+
+def path_protocol(path: str) -> str:
+    return 'imap' if PATHS[path][3].startswith('imap') else 'pop3'
 
 
 def roundtrip_params(lab: Lab, user: str, path: str = 'submission+pop3s', **extra) -> dict:
-    smtp_port, smtp_tls, smtp_auth, pop3_port, pop3_tls = PATHS[path]
+    """mail_roundtrip's options for one account over one path (POP3 side with APOP, IMAP side
+    with auth_mechanism auto), as the module would pass them to the core."""
+    smtp_port, smtp_tls, smtp_auth, receive_port, receive_tls = PATHS[path]
+    protocol = path_protocol(path)
     acct = lab.accounts[user]
     params = dict(
         smtp_host=lab.host, smtp_port=lab.ports[smtp_port], smtp_tls_mode=smtp_tls,
         smtp_auth='password' if smtp_auth else 'none', auth_mechanism='auto', helo='bench.lab.test',
         smtp_username=user if smtp_auth else None, smtp_password=acct['password'] if smtp_auth else None,
-        mail_from=acct['address'], mail_to=acct['address'],
-        pop3_host=lab.host, pop3_port=lab.ports[pop3_port], pop3_tls_mode=pop3_tls, pop3_auth='apop',
-        pop3_username=user, pop3_password=acct['password'],
+        mail_from=acct['address'], mail_to=acct['address'], receive_protocol=protocol,
         subject_prefix='[bench]', connection_interval=5.0, max_trip_time=30, cleanup_stale=False,
         timeout=30, validate_certs=True, ca_path=lab.ca_path, allow_cleartext_auth=False,
         transcript=False, warning_ms=None, critical_ms=None)
+    # Only the receiving side's options (the playbooks of part 3 pass these dicts to Ansible).
+    params.update({'%s_host' % protocol: lab.host, '%s_port' % protocol: lab.ports[receive_port],
+                   '%s_tls_mode' % protocol: receive_tls, '%s_username' % protocol: user,
+                   '%s_password' % protocol: acct['password']})
+    if protocol == 'pop3':
+        params['pop3_auth'] = 'apop'
+    else:
+        params.update(imap_auth_mechanism='auto', imap_folder='INBOX', junk='warn')
     params.update(extra)
     return params
 

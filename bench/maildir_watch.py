@@ -13,8 +13,9 @@ prints one line:
 
 The landing moment lies between ctime_ns (the kernel stamps it at the rename, with the coarse
 clock: at most one tick, 4 ms at HZ=250, early) and event_ns (read by this process: late by its
-wake-up latency). The file is read at once, before a POP3 session can delete it; if it is
-already gone, ctime_ns and token are null. Prints {"ready": true} once every watch is in place.
+wake-up latency). The file is read at once, before a probe can delete it; if an IMAP session
+already moved it into cur/, the token is read there, ctime_ns is null and moved true (the
+caller falls back to event_ns); if it is gone altogether, ctime_ns and token are null. Prints {"ready": true} once every watch is in place.
 """
 
 import ctypes
@@ -44,15 +45,30 @@ def _libc():
 
 
 def read_token(path):
-    """(ctime_ns, token) of a mail file, or (None, None) when it is already gone."""
+    """(ctime_ns, token, moved) of a mail file. When it is already gone from new/ (an IMAP
+    session that has the folder selected moves new mail into cur/ as it syncs), the token is read
+    from cur/<name>:2,<flags>, but that rename stamped a later ctime: ctime_ns is None then."""
     try:
         with open(path, 'rb') as f:
             ctime_ns = os.fstat(f.fileno()).st_ctime_ns
-            head = f.read(64 * 1024).split(b'\r\n\r\n', 1)[0].split(b'\n\n', 1)[0]
+            head = f.read(64 * 1024)
+        moved = False
     except OSError:
-        return None, None
+        ctime_ns, head, moved = None, None, True
+        cur = os.path.join(os.path.dirname(os.path.dirname(path)), 'cur')
+        prefix = os.path.basename(path) + ':'
+        try:
+            names = [n for n in os.listdir(cur) if n.startswith(prefix)]
+            if names:
+                with open(os.path.join(cur, names[0]), 'rb') as f:
+                    head = f.read(64 * 1024)
+        except OSError:
+            pass
+        if head is None:
+            return None, None, True
+    head = head.split(b'\r\n\r\n', 1)[0].split(b'\n\n', 1)[0]
     match = _TOKEN.search(head.replace(b'\r\n', b'\n'))
-    return ctime_ns, match.group(1).decode('ascii') if match else None
+    return ctime_ns, match.group(1).decode('ascii') if match else None, moved
 
 
 def watch(dirs, out=sys.stdout):
@@ -91,9 +107,9 @@ def watch(dirs, out=sys.stdout):
                 d = wds.get(wd)
                 if d is None or not name:
                     continue
-                ctime_ns, token = read_token(os.path.join(d, name))
+                ctime_ns, token, moved = read_token(os.path.join(d, name))
                 out.write(json.dumps({'dir': d, 'name': name, 'event_ns': event_ns, 'ctime_ns': ctime_ns,
-                                      'token': token}) + '\n')
+                                      'token': token, 'moved': moved}) + '\n')
             out.flush()
 
 

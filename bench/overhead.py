@@ -1,5 +1,6 @@
-"""[1/4] Probe overhead: the response time smtp_check / pop3_check report against the one the
-monitoring plugins check_smtp / check_pop report (perfdata time=...s), on the same lab endpoints,
+"""[1/5] Probe overhead: the response time smtp_check / pop3_check / imap_check report against the
+one the monitoring plugins check_smtp / check_pop / check_imap report (perfdata time=...s), on the
+same lab endpoints,
 interleaved run by run; then the whole-process wall time of one module run, direct and through
 ansible-playbook.
 
@@ -17,10 +18,17 @@ the AnsiballZ wrapper), theirs the plugin binary. Each tool times itself; what e
   pop3_check  timer starts before name resolution: connect, [implicit TLS with verification],
               banner, CAPA and its multi-line answer, QUIT and its +OK, close: two round trips
               more than check_pop.
+  check_imap  (check_tcp) as check_pop: [implicit TLS, no verification], reads until the banner
+              matches '* OK', sends 'a1 LOGOUT' without waiting for the answer, close.
+  imap_check  (imap_auth none) timer as above: connect, [implicit TLS with verification], banner
+              (Dovecot lists its capabilities in it, so no CAPABILITY command), LOGOUT and its
+              tagged OK, close: one round trip more than check_imap.
 Ours make their SSL context (when the mode may speak TLS; once per process) before the timer starts.
 
-So that the POP3 gap can be told apart from the extra dialogue, a third arm runs check_pop with
-CAPA sent too (-s 'CAPA\\r\\n' -e SASL: banner + CAPA answer, still no QUIT answer).
+So that the gap can be told apart from the extra dialogue, a third arm (theirs_matched) runs the
+plugin with our dialogue as far as it goes: check_pop with CAPA sent too (-s 'CAPA\\r\\n' -e SASL:
+banner + CAPA answer, still no QUIT answer); check_imap sending LOGOUT itself and expecting its
+tagged answer (-s 'a1 LOGOUT\\r\\n' -e 'a1 OK': banner + LOGOUT answer, our whole dialogue).
 
 A pause of GAP seconds precedes every check: Dovecot's pop3-login serves one connection per
 process (service_count=1) and needs a moment to fork the next one; back-to-back connections
@@ -63,13 +71,23 @@ def variants(lab) -> list[dict]:
         dict(name='pop3 110 plaintext', module='pop3_check',
              ours=dict(base, port=ports['pop3'], tls_mode='none', pop3_auth='none'),
              theirs=[PLUGINS + '/check_pop', '-H', host, '-p', str(ports['pop3'])],
-             theirs_capa=[PLUGINS + '/check_pop', '-H', host, '-p', str(ports['pop3']), '-E', '-s', 'CAPA\\r\\n',
-                          '-e', 'SASL']),
+             theirs_matched=[PLUGINS + '/check_pop', '-H', host, '-p', str(ports['pop3']), '-E', '-s', 'CAPA\\r\\n',
+                             '-e', 'SASL'], matched='+ CAPA'),
         dict(name='pop3 995 implicit TLS', module='pop3_check',
              ours=dict(base, port=ports['pop3s'], tls_mode='tls', pop3_auth='none'),
              theirs=[PLUGINS + '/check_pop', '-H', host, '-p', str(ports['pop3s']), '-S'],
-             theirs_capa=[PLUGINS + '/check_pop', '-H', host, '-p', str(ports['pop3s']), '-S', '-E', '-s',
-                          'CAPA\\r\\n', '-e', 'SASL']),
+             theirs_matched=[PLUGINS + '/check_pop', '-H', host, '-p', str(ports['pop3s']), '-S', '-E', '-s',
+                             'CAPA\\r\\n', '-e', 'SASL'], matched='+ CAPA'),
+        dict(name='imap 143 plaintext', module='imap_check',
+             ours=dict(base, port=ports['imap'], tls_mode='none', imap_auth='none'),
+             theirs=[PLUGINS + '/check_imap', '-H', host, '-p', str(ports['imap'])],
+             theirs_matched=[PLUGINS + '/check_imap', '-H', host, '-p', str(ports['imap']), '-E', '-s',
+                             'a1 LOGOUT\\r\\n', '-e', 'a1 OK'], matched='+ LOGOUT answer'),
+        dict(name='imap 993 implicit TLS', module='imap_check',
+             ours=dict(base, port=ports['imaps'], tls_mode='tls', imap_auth='none'),
+             theirs=[PLUGINS + '/check_imap', '-H', host, '-p', str(ports['imaps']), '-S'],
+             theirs_matched=[PLUGINS + '/check_imap', '-H', host, '-p', str(ports['imaps']), '-S', '-E', '-s',
+                             'a1 LOGOUT\\r\\n', '-e', 'a1 OK'], matched='+ LOGOUT answer'),
     ]
 
 
@@ -90,7 +108,7 @@ def run_module(module: str, args: dict, env: dict) -> tuple[float, float]:
     try:
         out = json.loads(proc.stdout)
     except ValueError:
-        raise RuntimeError('%s gave no JSON: %s %s' % (module, proc.stdout[-500:], proc.stderr[-500:]))
+        raise RuntimeError('%s gave no JSON: %s %s' % (module, proc.stdout[-500:], proc.stderr[-500:])) from None
     if out.get('failed'):
         raise RuntimeError('%s failed: %s' % (module, out.get('msg')))
     return out['response_time_ms'], wall
@@ -115,8 +133,8 @@ def bench_response_times(lab, runs: int, step: int, steps: int) -> list[dict]:
     rng = random.Random(6)
     for v in vs:
         arms = {'ours': [], 'theirs': []}
-        if 'theirs_capa' in v:
-            arms['theirs_capa'] = []
+        if 'theirs_matched' in v:
+            arms['theirs_matched'] = []
         walls = {k: [] for k in arms}
         for _round in range(runs):
             order = list(arms)
@@ -141,9 +159,10 @@ def bench_response_times(lab, runs: int, step: int, steps: int) -> list[dict]:
             'process_wall_ms': {k: summary(w) for k, w in walls.items()},
             'samples': arms,
         }
-        if 'theirs_capa' in arms:
-            row['theirs_capa_ms'] = summary(arms['theirs_capa'])
-            row['ratio_vs_capa_matched'] = rnd(row['ours_ms']['median'] / row['theirs_capa_ms']['median'], 3)
+        if 'theirs_matched' in arms:
+            row['matched'] = v['matched']
+            row['theirs_matched_ms'] = summary(arms['theirs_matched'])
+            row['ratio_vs_matched'] = rnd(row['ours_ms']['median'] / row['theirs_matched_ms']['median'], 3)
         out.append(row)
     return out
 
@@ -181,7 +200,7 @@ def bench_module_wall(lab, runs: int, step: int, steps: int) -> dict:
 
 
 def ensure_plugins():
-    missing = [p for p in ('check_smtp', 'check_pop') if not os.access(os.path.join(PLUGINS, p), os.X_OK)]
+    missing = [p for p in ('check_smtp', 'check_pop', 'check_imap') if not os.access(os.path.join(PLUGINS, p), os.X_OK)]
     if missing:
         raise SystemExit('monitoring plugins missing (%s): apt-get install -y monitoring-plugins-standard '
                          '(make bench does it as root on Debian)' % ', '.join(missing))
@@ -190,7 +209,7 @@ def ensure_plugins():
     return version
 
 
-def run(lab, runs: int = 60, wall_runs: int = 10, step: int = 1, steps: int = 4) -> dict:
+def run(lab, runs: int = 60, wall_runs: int = 10, step: int = 1, steps: int = 5) -> dict:
     version = ensure_plugins()
     say('[%d/%d] probe overhead: %d interleaved runs per endpoint (ours: module process; theirs: %s)'
         % (step, steps, runs, version))

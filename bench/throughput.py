@@ -132,7 +132,7 @@ def forks_inventory(lab) -> str:
     return str(path)
 
 
-def run(lab, core_seconds=30, loop_per_host=6, batch_rounds=20, step=3, steps=4) -> dict:
+def run(lab, core_seconds=30, loop_per_host=6, batch_rounds=20, step=3, steps=5) -> dict:
     for user in BENCH_ACCOUNTS:           # Maildirs exist, leftovers of aborted runs gone
         lab.clean_probe_mail(user)
     before = settle_and_check(lab, BENCH_ACCOUNTS, timeout=5)
