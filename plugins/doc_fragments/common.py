@@ -52,6 +52,27 @@ options:
     description:
       - When the primary figure is above this many milliseconds, the check fails at stage C(threshold).
     type: float
+  retries:
+    description:
+      - How many times to try again after a failure before the check fails, between V(0) and V(10), as monitors wait
+        for several failed scans before they call a service down. Each try is a whole check (a round trip sends a new
+        mail; one that arrives after its try gave up stays until O(mailops.health.mail_roundtrip#module:cleanup_stale)
+        removes it). Invalid input is never tried again.
+      - The result's C(tries) and C(failed_tries) show every failed try's stage and message, also when a later try
+        passed.
+    type: int
+    default: 0
+  retry_delay:
+    description:
+      - Seconds between two tries, between V(0) and V(600).
+    type: float
+    default: 2.0
+  retry_warning:
+    description:
+      - A check that passed only after a failed try has RV(status=warning) and a warning naming the failed tries, so
+        a flapping service shows. V(false) makes it V(up).
+    type: bool
+    default: true
 notes:
   - Failures carry a machine-readable C(stage) (V(input), V(resolve), V(connect), V(banner), V(tls), V(helo), V(auth),
     V(mail_from), V(rcpt), V(data), V(login), V(stat), V(folders), V(select), V(search), V(retrieve), V(delete),

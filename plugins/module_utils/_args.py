@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible_collections.mailops.health.plugins.module_utils._batch import DEFAULT_PARALLEL, FAIL_ON
 from ansible_collections.mailops.health.plugins.module_utils._imap import DEFAULT_FOLDER, IMAP_AUTH, IMAP_MECHANISMS
 from ansible_collections.mailops.health.plugins.module_utils._pop3 import POP3_AUTH
-from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAULT_TIMEOUT
+from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import (
     DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME, JUNK_POLICIES, RECEIVE_PROTOCOLS,
 )
@@ -30,6 +30,9 @@ def common():
         transcript=dict(type='bool', default=False),
         warning_ms=dict(type='float'),
         critical_ms=dict(type='float'),
+        retries=dict(type='int', default=0),
+        retry_delay=dict(type='float', default=DEFAULT_RETRY_DELAY),
+        retry_warning=dict(type='bool', default=True),
     )
 
 

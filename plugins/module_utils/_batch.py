@@ -19,7 +19,7 @@ MAX_PARALLEL = 200
 FAIL_ON = ('any', 'all', 'none')
 # What each probe of a batch reports besides index, mailbox, ok, status and, on failure, stage and msg.
 _BATCH_FIELDS = (('token', None), ('sent', False), ('trip_time_ms', None), ('total_ms', None), ('attempts', 0),
-                 ('stale_deleted', 0))
+                 ('stale_deleted', 0), ('tries', 1))
 # Failed probes named in the message of a failed batch; all of them are in its results.
 _LISTED_FAILURES = 10
 

@@ -30,6 +30,8 @@ STAGES = ('input', 'resolve', 'connect', 'banner', 'tls', 'helo', 'auth', 'mail_
 
 # Defaults written once: the argument specs (_args) and the core both use these.
 DEFAULT_TIMEOUT = 60
+DEFAULT_RETRY_DELAY = 2.0
+MAX_RETRIES = 10
 
 # What no option value may hold: control characters (TAB aside) and Unicode line separators. One
 # such character would end a command on the wire (CR, LF), cut a value short (NUL) or break a
@@ -40,6 +42,9 @@ MAX_OPTION_LENGTH = 4096
 MAX_TEXT_LENGTH = 10 * 1024 * 1024
 # Options whose value is the text of a mail, not a line on the wire.
 TEXT_OPTIONS = ('body',)
+# The range of every number option (smtp_port and the like are ports too).
+RANGES = {'timeout': (1, 900), 'port': (1, 65535), 'max_trip_time': (1, 3600), 'connection_interval': (0.01, 600),
+          'retries': (0, MAX_RETRIES), 'retry_delay': (0, 600)}
 _HOST_NAME = re.compile(r'^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
                         r'(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$')
 _ZONE = re.compile(r'^[A-Za-z0-9_.-]{1,64}$')
@@ -139,10 +144,13 @@ def check_host(name, host):
 
 
 def check_options(params):
-    """Every string option (and every string in a list option) before anything is sent: one
-    rule for all, so an option added later is covered too. Host options must also be valid
-    names or addresses."""
+    """Every option value before anything is sent, by one rule for all, so an option added later
+    is covered too: strings (and the strings in a list option) by check_text, host options as
+    names or addresses, numbers within RANGES."""
     for name, value in params.items():
+        limits = RANGES.get(name) or RANGES.get(name.rpartition('_')[2] if name.endswith('_port') else None)
+        if limits is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_range(name, value, *limits)
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, str):
                 check_text(name, item)
@@ -151,10 +159,8 @@ def check_options(params):
 
 
 def validate_endpoint(params):
-    """The options every check has: the input rule, and timeout and port in range."""
+    """The options every check has, by the one input rule."""
     check_options(params)
-    check_range('timeout', params.get('timeout'), 1, 900)
-    check_range('port', params.get('port'), 1, 65535)
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -165,6 +171,7 @@ class Secrets:
     result pass through it."""
 
     MASK = '********'
+    TAIL = 8
 
     def __init__(self):
         self._values = set()
@@ -201,7 +208,22 @@ class Secrets:
 
     def redact(self, text):
         pattern = self._compiled()
-        return pattern.sub(self.MASK, text) if pattern is not None else text
+        if pattern is None:
+            return text
+        return self._mask_tail(pattern.sub(self.MASK, text))
+
+    def _mask_tail(self, text):
+        """A text cut short may end in the start of a secret that became known only after the
+        cut (an APOP digest quoted across the 64 KiB cut of the greeting that carries its
+        timestamp): such a tail of TAIL characters or more is masked too."""
+        for value in self._values:
+            tail = text[-len(value):]
+            at = tail.find(value[:self.TAIL])
+            while at >= 0:
+                if value.startswith(tail[at:]):
+                    return text[:len(text) - len(tail) + at] + self.MASK
+                at = tail.find(value[:self.TAIL], at + 1)
+        return text
 
     def cut(self, text, limit, truncated=False):
         """Mask, then keep the first limit characters: a secret that starts before the cut is
@@ -278,16 +300,35 @@ def grade(result, figure, warning_ms, critical_ms, warnings):
 
 
 def run_check(params, figure, body):
-    """Run body(check) and grade its primary figure. Warnings, the transcript (when asked for)
-    and status are attached to the result, or to the error's result; both leave through the one
-    redaction path."""
+    """Run body(check) and grade its primary figure, trying again after a failure up to retries
+    times (as monitors do before they call a service down). Warnings, the transcript (when asked
+    for), status and the failed tries are attached to the result, or to the error's result of the
+    last try; both leave through the one redaction path. A check that passed only on a later try
+    is a warning unless retry_warning is false."""
+    retries = params.get('retries') or 0
+    delay = DEFAULT_RETRY_DELAY if params.get('retry_delay') is None else params['retry_delay']
+    check_options(dict(retries=retries, retry_delay=delay))
     check = Check(params)
-    try:
-        result = grade(body(check), figure, params.get('warning_ms'), params.get('critical_ms'), check.warnings)
-    except ProbeError as e:
-        e.result.setdefault('status', 'down')
-        e.result = check.finish(e.result)
-        e.message = check.secrets.redact(e.message)
-        e.args = (e.message,)
-        raise
+    failed = []
+    while True:
+        try:
+            result = grade(body(check), figure, params.get('warning_ms'), params.get('critical_ms'), check.warnings)
+            break
+        except ProbeError as e:
+            if e.stage == 'input' or len(failed) >= retries:
+                e.result.setdefault('status', 'down')
+                e.result.update(tries=len(failed) + 1, failed_tries=failed)
+                e.result = check.finish(e.result)
+                e.message = check.secrets.redact(e.message)
+                e.args = (e.message,)
+                raise
+            failed.append({'stage': e.stage, 'msg': e.message})
+            if check.transcript is not None:
+                check.transcript.append('-- try %d failed at stage %s; trying again in %g s' % (len(failed), e.stage, delay))
+            time.sleep(delay)
+    result.update(tries=len(failed) + 1, failed_tries=failed)
+    if failed and params.get('retry_warning', True) and result['status'] == 'up':
+        result['status'] = 'warning'
+        check.warnings.append('passed on try %d after %s' % (len(failed) + 1, '; '.join(
+            'try %d failed at stage %s: %s' % (n + 1, f['stage'], f['msg']) for n, f in enumerate(failed))))
     return check.finish(result)

@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: imap_check
 short_description: Check that an IMAP server accepts connections, TLS and a login
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Connects to an IMAP server, reads its greeting and capabilities, negotiates transport security as O(tls_mode) says,
     optionally logs in (LOGIN, AUTHENTICATE PLAIN or CRAM-MD5) and reads the STATUS of a folder, then logs out.
@@ -176,6 +176,17 @@ tls:
   sample: {"established": true, "fallback": false, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384", "verified": true,
            "subject": "CN=mail.example.com", "issuer": "CN=Example CA", "sans": ["DNS:mail.example.com"],
            "not_after": "2027-03-01T12:00:00Z", "days_left": 98}
+tries:
+  description: How many tries the check took (1 unless it was tried again, see O(retries)).
+  returned: always
+  type: int
+  sample: 1
+failed_tries:
+  description: Each failed try before the last, with its C(stage) and C(msg).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"stage": "banner", "msg": "smtp mail.example.com:587: timed out after 10 s waiting for the server"}]
 transcript:
   description: The protocol dialogue (C(C:) client, C(S:) server, C(--) events) with secrets masked.
   returned: when O(transcript=true)

@@ -300,6 +300,17 @@ attempts:
   returned: always
   type: int
   sample: 2
+tries:
+  description: How many tries the check took (1 unless it was tried again, see O(retries)).
+  returned: always
+  type: int
+  sample: 1
+failed_tries:
+  description: Each failed try before the last, with its C(stage) and C(msg).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"stage": "banner", "msg": "smtp mail.example.com:587: timed out after 10 s waiting for the server"}]
 transcript:
   description: Both dialogues (C(C:) client, C(S:) server, C(--) events) with secrets masked.
   returned: when O(transcript=true)

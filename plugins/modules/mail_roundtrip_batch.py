@@ -132,6 +132,15 @@ options:
         description: O(mailops.health.mail_roundtrip#module:receive_protocol).
         type: str
         choices: [pop3, imap]
+      retries:
+        description: O(mailops.health.mail_roundtrip#module:retries).
+        type: int
+      retry_delay:
+        description: O(mailops.health.mail_roundtrip#module:retry_delay).
+        type: float
+      retry_warning:
+        description: O(mailops.health.mail_roundtrip#module:retry_warning).
+        type: bool
       smtp_auth:
         description: O(mailops.health.mail_roundtrip#module:smtp_auth).
         type: str
@@ -310,6 +319,11 @@ results:
       returned: always
       type: int
       sample: 0
+    tries:
+      description: How many tries the probe took, as RV(mailops.health.mail_roundtrip#module:tries).
+      returned: always
+      type: int
+      sample: 1
     stage:
       description: Where the probe failed, as RV(mailops.health.mail_roundtrip#module:stage), or V(internal).
       returned: when the probe failed
@@ -364,6 +378,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.mailops.health.plugins.module_utils import _args
 from ansible_collections.mailops.health.plugins.module_utils._batch import mail_roundtrip_batch
+from ansible_collections.mailops.health.plugins.module_utils._probe import ProbeError, check_options
 from ansible_collections.mailops.health.plugins.module_utils._runner import run
 
 
@@ -380,6 +395,11 @@ def checked_probes(module):
     validator = ArgumentSpecValidator(spec, required_if=required_if)
     defaults = set_values(module.params['defaults'])
     probes, errors = [], []
+    try:
+        # Checked on their own too: a bad default is an error even where every probe overrides it.
+        check_options(defaults)
+    except ProbeError as e:
+        errors.append('defaults: %s' % e.message)
     for index, probe in enumerate(module.params['probes']):
         result = validator.validate(dict(defaults, **set_values(probe)))
         errors.extend('probes[%d]: %s' % (index, error.msg) for error in result.errors)

@@ -63,10 +63,9 @@ SAFE_TEXT = st.text(alphabet=st.characters(exclude_categories=['Cc', 'Cs'], excl
 BAD_HOSTS = ['', '.', 'a..b', '..test', 'a' * 64 + '.test', 'exa mple.test', 'ex@mple.test', 'host:25', '[::1]',
              '127.0.0.1 ', ' 127.0.0.1', '127.0.0.1\t', '\t127.0.0.1', 'ex\u3000ample.test', '\ufffd.test',
              '\u0627\u0031.test', 'a/b.test', 'mx.fuzz.test/', 'ex*mple.test', 'x' * 254,
-             '.'.join(['a' * 63] * 4) + '.ab', '\u00df' * 70 + '.test']
-# Not drawn: '127.0.0.1%lo', which the core takes for an address (test_ipv4_address_with_a_zone_is_refused).
+             '.'.join(['a' * 63] * 4) + '.ab', '\u00df' * 70 + '.test', '127.0.0.1%lo', '127.0.0.1%lo0x']
 ODD_HOSTS = ['localhost', 'xn--ls8h.test', '\U0001f4a9.test', 'b\u00fccher.test', 'under_score.test', 'x' * 63 + '.test',
-             'ＡＢＣ.test', 'a\u200bb.test', '::1']
+             'ＡＢＣ.test', 'a\u200bb.test', '::1', '::1%lo']
 BAD_HELOS = ['probe fuzz.test', 'pr\u00f8be.test', '[127.0.0.1', '-probe.test', 'probe..test', 'x' * 256, 'probe.test.',
              '[IPv6:::1', '<probe.test>', 'probe_test']
 ODD_HELOS = ['[127.0.0.1]', '[IPv6:::1]', 'x' * 255, 'a.b.c.d.e.f']
@@ -240,6 +239,25 @@ def test_hostile_choice_value(listeners, capsys, module, path, spec, data):
 
 @pytest.mark.parametrize('module,path', [('pop3_check', 'host'), ('mail_roundtrip', 'smtp_host')])
 def test_ipv4_address_with_a_zone_is_refused(listeners, capsys, module, path):
+    """IPv4 has no zones: '127.0.0.1%lo' is neither an address nor a host name (once taken for an
+    address, it went to getaddrinfo)."""
     spec = argument_spec(MODULES[module])[path]
     value = '127.0.0.1%lo'
     check_case(run_case(listeners, capsys, module, path, value), module, path, spec, value)
+
+
+def test_invalid_default_that_every_probe_overrides_is_refused(listeners, capsys):
+    module, path = 'mail_roundtrip_batch', ('defaults', 'helo')
+    spec = argument_spec(MODULES[module])['defaults']['options']['helo']
+    params = params_for(module, listeners)
+    params['defaults'] = {'helo': 'probe.fuzz.test\r\nDELE 1'}  # params['probes'][0] has its own helo
+    for listener in listeners.values():
+        listener.reset()
+    with loopback_only() as resolved:
+        result = run_module(capsys, MODULES[module], params)
+    for listener in listeners.values():
+        listener.settle()
+    result['_connections'] = sum(listener.connections for listener in listeners.values())
+    result['_received'] = sum(listener.received for listener in listeners.values())
+    result['_resolved'] = resolved
+    check_case(result, module, path, spec, params['defaults']['helo'])

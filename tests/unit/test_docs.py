@@ -48,6 +48,7 @@ def docs(source_collections):
 
 
 def compare(spec, documented, where):
+    # mail_roundtrip_batch's probe suboptions: python tests/tools/batch_suboptions.py writes them.
     assert sorted(spec) == sorted(documented), where
     for name, option in spec.items():
         doc = documented[name]

@@ -287,3 +287,29 @@ def test_fault(fault, module, capsys):
         if stage != 'timeout':
             assert '127.0.0.1:%d' % port in result['msg']
         assert 'internal error' not in result['msg']
+
+
+def test_apop_digest_across_the_cut_of_the_banner(capsys):
+    """A server that quotes the APOP digest of the banner's own timestamp across byte 65536 of the
+    banner line: the client keeps the first 64 KiB, then logs in with that digest."""
+    password = random_password()
+
+    timestamps = []
+
+    async def greeting(conn, builtin):
+        timestamps.append(conn.timestamp)
+        digest = hashlib.md5((conn.timestamp + password).encode()).hexdigest()
+        head = builtin + ' '
+        start = 64 * 1024 - len(digest) // 2
+        await conn.push_bytes((head + '~' * (start - len(head)) + digest + '~' * 1024 + '\r\n').encode())
+        return True
+
+    with EmbeddedLab(accounts={'alice': random_password(), 'bob': password}, hooks={'pop3': {'GREETING': greeting}}) as lab:
+        args = module_args(lab, 'pop3_check', None, lab.ports['pop3'], {'pop3_auth': 'apop'})
+        result = run_module(capsys, pop3_check, args)
+    assert result['_rc'] == 0, result['msg']
+    forms = secret_forms({'bob': password}, timestamps, apop_user='bob')
+    digest = [form for name, form in forms.items() if 'APOP digest' in name][0]
+    forms.update(('APOP digest[%d:%d]' % (i, i + 8), digest[i:i + 8]) for i in range(len(digest) - 7))
+    shown = shown_secrets(result, forms)
+    assert not shown, 'secrets shown: %s' % '; '.join(shown)
