@@ -7,7 +7,7 @@ defaults are the core's own constants."""
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.mailops.health.plugins.module_utils._batch import DEFAULT_PARALLEL, FAIL_ON
+from ansible_collections.mailops.health.plugins.module_utils._batch import CHECK_TYPES, DEFAULT_PARALLEL, FAIL_ON
 from ansible_collections.mailops.health.plugins.module_utils._imap import DEFAULT_FOLDER, IMAP_AUTH, IMAP_MECHANISMS
 from ansible_collections.mailops.health.plugins.module_utils._pop3 import POP3_AUTH
 from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT
@@ -149,3 +149,25 @@ def batch_spec():
         parallel=dict(type='int', default=DEFAULT_PARALLEL),
         fail_on=dict(type='str', choices=list(FAIL_ON), default='any'),
     )
+
+
+def check_specs():
+    """{check type: (spec, required_if)} of the checks mail_checks runs."""
+    return dict(smtp=smtp_check_spec(), pop3=pop3_check_spec(), imap=imap_check_spec(), roundtrip=roundtrip_spec())
+
+
+def checks_spec():
+    """mail_checks' options: each check names its type by the one key it sets (smtp, pop3, imap or
+    roundtrip), whose suboptions are that module's options (loose: required options and defaults
+    are applied to each check laid over defaults, see the module)."""
+    check = dict(name=dict(type='str', required=True))
+    for kind, (spec, _required_if) in check_specs().items():
+        check[kind] = dict(type='dict', options=loose(spec))
+    return dict(
+        checks=dict(type='list', elements='dict', required=True, options=check,
+                    mutually_exclusive=[list(CHECK_TYPES)], required_one_of=[list(CHECK_TYPES)]),
+        defaults=dict(type='dict', default={}, options=loose(common())),
+        parallel=dict(type='int', default=DEFAULT_PARALLEL),
+        fail_on=dict(type='str', choices=list(FAIL_ON), default='any'),
+    )
+

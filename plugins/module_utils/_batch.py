@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: mailops.health developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""mail_roundtrip_batch: many round trips in threads, probes on one mailbox one after another,
-up to `parallel` mailboxes at once."""
+"""The one scheduler for many checks in one task (mail_checks: any mix of SMTP, POP3, IMAP checks
+and round trips; mail_roundtrip_batch: round trips): threads, checks that log in to the same
+mailbox one after another, up to `parallel` at once."""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -10,18 +11,50 @@ __metaclass__ = type
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.mailops.health.plugins.module_utils._probe import ProbeError, check_range, ms_since
+from ansible_collections.mailops.health.plugins.module_utils import _imap, _pop3, _smtp
+from ansible_collections.mailops.health.plugins.module_utils._probe import (
+    ProbeError, check_range, ms_since, validate_endpoint,
+)
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import mail_roundtrip, mailbox_of, prepare
+from ansible_collections.mailops.health.plugins.module_utils._session import endpoint_port
 
-# How many mailboxes may be worked on at once, and when the batch fails.
+# How many checks may run at once, and when the task fails.
 DEFAULT_PARALLEL = 10
 MAX_PARALLEL = 200
 FAIL_ON = ('any', 'all', 'none')
-# What each probe of a batch reports besides index, mailbox, ok, status and, on failure, stage and msg.
+CHECK_TYPES = ('smtp', 'pop3', 'imap', 'roundtrip')
+# What each probe of a round-trip batch reports besides index, mailbox, ok, status and, on failure, stage and msg.
 _BATCH_FIELDS = (('token', None), ('sent', False), ('trip_time_ms', None), ('total_ms', None), ('attempts', 0),
                  ('stale_deleted', 0), ('tries', 1))
-# Failed probes named in the message of a failed batch; all of them are in its results.
+# Failed checks named in the message of a failed task; all of them are in its results.
 _LISTED_FAILURES = 10
+
+
+def _pop3_core(params, _check_mode):
+    return _pop3.pop3_check(params)
+
+
+def _imap_core(params, _check_mode):
+    return _imap.imap_check(params)
+
+
+# kind: (check the input before anything is sent, run the check)
+KINDS = {
+    'smtp': (_smtp.validate, _smtp.smtp_check),
+    'pop3': (validate_endpoint, _pop3_core),
+    'imap': (validate_endpoint, _imap_core),
+    'roundtrip': (prepare, lambda params, check_mode: mail_roundtrip(params, check_mode)),
+}
+
+
+def queue_of(kind, params, index):
+    """Checks that log in to the same mailbox wait for each other (a POP3 maildrop is locked while
+    a session holds it); every other check has a queue of its own."""
+    if kind == 'roundtrip':
+        return ('mailbox',) + mailbox_of(params)
+    if kind == 'pop3' and params.get('pop3_auth', 'none') != 'none':
+        return ('mailbox', 'pop3', params['host'], endpoint_port('pop3', params), params.get('username'))
+    return ('check', index)
 
 
 def mailbox_label(mailbox):
@@ -29,54 +62,45 @@ def mailbox_label(mailbox):
     return '%s@%s:%s' % (user, '[%s]' % host if ':' in host else host, port)
 
 
-def batch_entry(index, params, check_mode=False):
-    """One probe of a batch as a plain result and its warnings. Never raises: a bug of ours met
-    by one probe fails that probe, not the batch."""
-    entry = {'index': index, 'mailbox': mailbox_label(mailbox_of(params))}
+def run_one(kind, params, check_mode):
+    """(result, failure) of one check. Never raises: a bug of ours met by one check fails that
+    check with stage internal, the others go on."""
     try:
-        result = mail_roundtrip(params, check_mode)
-        failure = None
+        return KINDS[kind][1](params, check_mode), None
     except ProbeError as e:
-        result, failure = e.result, (e.stage, e.message)
-    except Exception as e:  # a bug of ours: this probe fails with stage internal, the batch goes on
-        result, failure = {}, ('internal', 'internal error: %s: %s' % (type(e).__name__, e))
-    entry['ok'] = failure is None
-    entry['status'] = result.get('status', 'down')
-    for key, default in _BATCH_FIELDS:
-        entry[key] = result.get(key, default)
-    if failure is not None:
-        entry['stage'], entry['msg'] = failure
-    if 'transcript' in result:
-        entry['transcript'] = result['transcript']
-    return entry, result.get('warnings', [])
+        return e.result, (e.stage, e.message)
+    except Exception as e:  # a bug of ours: this check fails with stage internal, the task goes on
+        return {}, ('internal', 'internal error: %s: %s' % (type(e).__name__, e))
 
 
-def run_many(probes, parallel=DEFAULT_PARALLEL, check_mode=False):
-    """Run many round trips (each a dict of mail_roundtrip's options) in threads: probes on the same
-    POP3 mailbox one after another (together they would only wait for each other's mailbox lock),
-    up to parallel mailboxes at once. Every probe's input is checked before anything is sent.
-    Returns results (in the order of probes), ok, failed_count, wall_ms, round_trips_per_minute,
-    changed and warnings (prefixed with the probe's index)."""
+def run_many(items, parallel=DEFAULT_PARALLEL, check_mode=False, label='checks', entry=None):
+    """Run items ((kind, params) each) in threads, up to parallel at once, checks on one mailbox
+    one after another. Every item's input is checked before anything is sent (stage input,
+    naming label[index]). entry(index, kind, params, result, failure) makes each result entry.
+    Returns results (in the order of items), ok, failed_count, wall_ms and warnings (prefixed
+    with label[index])."""
     check_range('parallel', parallel, 1, MAX_PARALLEL)
-    if not probes:
-        raise ProbeError('input', 'probes is empty: a batch needs at least one probe')
+    if not items:
+        raise ProbeError('input', '%s is empty: at least one is needed' % label)
     errors = []
-    for index, params in enumerate(probes):
+    for index, (kind, params) in enumerate(items):
         try:
-            prepare(params)
+            KINDS[kind][0](params)
         except ProbeError as e:
-            errors.append('probes[%d]: %s' % (index, e.message))
+            errors.append('%s[%d]: %s' % (label, index, e.message))
     if errors:
         raise ProbeError('input', '; '.join(errors))
 
     queues = {}
-    for index, params in enumerate(probes):
-        queues.setdefault(mailbox_of(params), []).append(index)
-    done = [None] * len(probes)
+    for index, (kind, params) in enumerate(items):
+        queues.setdefault(queue_of(kind, params, index), []).append(index)
+    done = [None] * len(items)
 
     def work(indexes):
         for index in indexes:
-            done[index] = batch_entry(index, probes[index], check_mode)
+            kind, params = items[index]
+            result, failure = run_one(kind, params, check_mode)
+            done[index] = (entry(index, kind, params, result, failure), result.get('warnings', []))
 
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=min(parallel, len(queues))) as pool:
@@ -84,35 +108,70 @@ def run_many(probes, parallel=DEFAULT_PARALLEL, check_mode=False):
         futures = [pool.submit(work, indexes) for indexes in sorted(queues.values(), key=len, reverse=True)]
         for future in futures:
             future.result()
-    wall_ms = ms_since(start)
-    results = [entry for entry, _warnings in done]
-    ok = sum(1 for entry in results if entry['ok'])
+    results = [result for result, _warnings in done]
+    ok = sum(1 for result in results if result['ok'])
     return {
-        'changed': any(entry['stale_deleted'] for entry in results),
         'results': results,
         'ok': ok,
         'failed_count': len(results) - ok,
-        'wall_ms': wall_ms,
-        'round_trips_per_minute': round(ok * 60000.0 / wall_ms, 1) if wall_ms else 0.0,
-        'warnings': ['probes[%d]: %s' % (index, warning)
-                     for index, (_entry, warnings) in enumerate(done) for warning in warnings],
+        'wall_ms': ms_since(start),
+        'warnings': ['%s[%d]: %s' % (label, index, warning)
+                     for index, (_result, warnings) in enumerate(done) for warning in warnings],
     }
 
 
-def mail_roundtrip_batch(params, probes, check_mode=False):
-    """The mail_roundtrip_batch module's core: run_many() with params parallel and fail_on; a
-    failed batch raises ProbeError at the stage of its first failed probe, with the whole result."""
-    fail_on = params.get('fail_on') or 'any'
+def judge(batch, fail_on, label, describe):
+    """Fail a batch as fail_on says: ProbeError at the stage of the first failed check, naming
+    the failed ones (describe(entry) says which), with the whole result."""
     if fail_on not in FAIL_ON:
         raise ProbeError('input', 'fail_on must be one of %s, got %s' % (', '.join(FAIL_ON), fail_on))
-    parallel = DEFAULT_PARALLEL if params.get('parallel') is None else params['parallel']
-    batch = run_many(probes, parallel, check_mode)
     failed = [entry for entry in batch['results'] if not entry['ok']]
     if failed and (fail_on == 'any' or (fail_on == 'all' and not batch['ok'])):
-        listed = '; '.join('probes[%d] (%s) at stage %s: %s' % (entry['index'], entry['mailbox'], entry['stage'], entry['msg'])
+        listed = '; '.join('%s at stage %s: %s' % (describe(entry), entry['stage'], entry['msg'])
                            for entry in failed[:_LISTED_FAILURES])
         if len(failed) > _LISTED_FAILURES:
             listed += '; and %d more (see results)' % (len(failed) - _LISTED_FAILURES)
-        raise ProbeError(failed[0]['stage'], '%d of %d probes failed (fail_on=%s): %s'
-                         % (len(failed), len(batch['results']), fail_on, listed), batch)
+        raise ProbeError(failed[0]['stage'], '%d of %d %s failed (fail_on=%s): %s'
+                         % (len(failed), len(batch['results']), label, fail_on, listed), batch)
     return batch
+
+
+def _probe_entry(index, _kind, params, result, failure):
+    entry = {'index': index, 'mailbox': mailbox_label(mailbox_of(params)), 'ok': failure is None,
+             'status': result.get('status', 'down')}
+    for key, default in _BATCH_FIELDS:
+        entry[key] = result.get(key, default)
+    if failure is not None:
+        entry['stage'], entry['msg'] = failure
+    if 'transcript' in result:
+        entry['transcript'] = result['transcript']
+    return entry
+
+
+def mail_roundtrip_batch(params, probes, check_mode=False):
+    """The mail_roundtrip_batch module's core: many round trips; a failed batch (fail_on) raises
+    ProbeError at the stage of its first failed probe, with the whole result."""
+    parallel = DEFAULT_PARALLEL if params.get('parallel') is None else params['parallel']
+    batch = run_many([('roundtrip', probe) for probe in probes], parallel, check_mode, 'probes', _probe_entry)
+    batch['changed'] = any(entry['stale_deleted'] for entry in batch['results'])
+    batch['round_trips_per_minute'] = round(batch['ok'] * 60000.0 / batch['wall_ms'], 1) if batch['wall_ms'] else 0.0
+    return judge(batch, params.get('fail_on') or 'any', 'probes',
+                 lambda entry: 'probes[%d] (%s)' % (entry['index'], entry['mailbox']))
+
+
+def mail_checks(params, checks, check_mode=False):
+    """The mail_checks module's core: checks is a list of (name, kind, options); each result is
+    the check's own result with index, name, type, ok and, on failure, stage and msg."""
+    def entry(index, kind, _params, result, failure):
+        one = dict(result, index=index, name=checks[index][0], type=kind, ok=failure is None,
+                   status=result.get('status', 'down'))
+        one.pop('warnings', None)
+        if failure is not None:
+            one['stage'], one['msg'] = failure
+        return one
+
+    parallel = DEFAULT_PARALLEL if params.get('parallel') is None else params['parallel']
+    batch = run_many([(kind, options) for _name, kind, options in checks], parallel, check_mode, 'checks', entry)
+    batch['changed'] = any(entry.get('changed') for entry in batch['results'])
+    return judge(batch, params.get('fail_on') or 'any', 'checks',
+                 lambda entry: 'checks[%d] %s (%s)' % (entry['index'], entry['name'], entry['type']))

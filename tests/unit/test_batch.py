@@ -288,12 +288,12 @@ class Recorder:
 
 
 @pytest.mark.parametrize('parallel', [2, 4])
-def test_run_many_runs_a_mailbox_one_probe_at_a_time_and_up_to_parallel_mailboxes(lab, boxes, monkeypatch, parallel):
+def test_the_scheduler_runs_a_mailbox_one_probe_at_a_time_and_up_to_parallel_mailboxes(lab, boxes, monkeypatch, parallel):
     recorder = Recorder()
     monkeypatch.setattr(_batch, 'mail_roundtrip', recorder)
     # A mailbox's probes side by side: a runner that ignored mailboxes would run them together.
     probes = [roundtrip_params(lab, user=MAILBOXES[n // 3], subject_prefix='p%d' % n) for n in range(12)]
-    batch = _batch.run_many(probes, parallel=parallel)
+    batch = _batch.mail_roundtrip_batch(dict(parallel=parallel, fail_on='none'), probes)
     assert batch['ok'] == 12
     assert recorder.most == parallel
     for user in MAILBOXES:
@@ -302,11 +302,11 @@ def test_run_many_runs_a_mailbox_one_probe_at_a_time_and_up_to_parallel_mailboxe
         assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:]))
 
 
-def test_run_many_one_probes_bug_does_not_stop_the_batch(lab, boxes, monkeypatch):
+def test_the_scheduler_goes_on_after_one_probes_bug(lab, boxes, monkeypatch):
     monkeypatch.setattr(_batch, 'mail_roundtrip', Recorder())
     probes = [roundtrip_params(lab, user=user, subject_prefix='p') for user in MAILBOXES]
     probes[1]['subject_prefix'] = 'boom'
-    batch = _batch.run_many(probes, parallel=4)
+    batch = _batch.mail_roundtrip_batch(dict(parallel=4, fail_on='none'), probes)
     assert (batch['ok'], batch['failed_count']) == (3, 1)
     entry = batch['results'][1]
     assert (entry['ok'], entry['status'], entry['stage'], entry['msg']) == \

@@ -13,11 +13,11 @@ from ansible.module_utils import basic
 
 from ansible_collections.mailops.health.plugins.module_utils import _batch, _probe, _roundtrip, _smtp
 from ansible_collections.mailops.health.plugins.modules import (
-    imap_check, mail_roundtrip, mail_roundtrip_batch, pop3_check, smtp_check,
+    imap_check, mail_checks, mail_roundtrip, mail_roundtrip_batch, pop3_check, smtp_check,
 )
 
 MODULES = {'smtp_check': smtp_check, 'pop3_check': pop3_check, 'imap_check': imap_check,
-           'mail_roundtrip': mail_roundtrip, 'mail_roundtrip_batch': mail_roundtrip_batch}
+           'mail_roundtrip': mail_roundtrip, 'mail_roundtrip_batch': mail_roundtrip_batch, 'mail_checks': mail_checks}
 
 
 class Captured(Exception):
@@ -48,7 +48,7 @@ def docs(source_collections):
 
 
 def compare(spec, documented, where):
-    # mail_roundtrip_batch's probe suboptions: python tests/tools/batch_suboptions.py writes them.
+    # Generated suboptions: python tests/tools/suboptions_docs.py writes them.
     assert sorted(spec) == sorted(documented), where
     for name, option in spec.items():
         doc = documented[name]
