@@ -213,3 +213,38 @@ def test_post_deploy_verify_playbook(lab, source_collections, tmp_path):
     assert 'The mail ports are open' in output and 'Timeout when waiting for 127.0.0.1:' in output
     assert 'Run the SMTP checks' not in output
     assert lab.accounts['rt02'] not in output
+
+
+def test_gate_writes_junit_prometheus_and_markdown(lab, source_collections, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from prometheus_client.parser import text_string_to_metric_families
+    outputs = dict(junit=tmp_path / 'gate.xml', prometheus=tmp_path / 'gate.prom', markdown=tmp_path / 'gate.md')
+    variables = {'mail_health_gate_checks': checks(lab)[:2] + checks(lab)[3:],
+                 'mail_health_gate_common': {'ca_path': lab.ca_path},
+                 'mail_health_gate_junit': str(outputs['junit']), 'mail_health_gate_prometheus': str(outputs['prometheus']),
+                 'mail_health_gate_markdown': str(outputs['markdown'])}
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path), variables)
+    assert run.returncode == 2, output  # the gate fails (bad certificate), after writing the files
+    suites = ET.parse(str(outputs['junit'])).getroot()
+    suite, = suites
+    assert (suite.get('tests'), suite.get('failures')) == ('4', '1')
+    cases = dict((case.get('name'), case) for case in suite)
+    assert cases['submission'].get('classname') == 'mailops.health.smtp' and cases['submission'].find('failure') is None
+    failure = cases['bad certificate'].find('failure')
+    assert failure.get('type') == 'tls' and 'certificate verification failed' in failure.get('message')
+    families = dict((family.name, family) for family in text_string_to_metric_families(outputs['prometheus'].read_text()))
+    up = dict((sample.labels['check'], sample.value) for sample in families['mailops_health_check_up'].samples)
+    assert up == {'submission': 1.0, 'plain smtp': 1.0, 'bad certificate': 0.0, 'round trip': 1.0}
+    status = dict((sample.labels['check'], sample.value) for sample in families['mailops_health_check_status'].samples)
+    assert status['plain smtp'] == 1.0 and status['bad certificate'] == 2.0
+    assert families['mailops_health_check_up'].samples[0].labels['port'] == str(lab.ports['smtp'])
+    trip, = families['mailops_health_roundtrip_trip_seconds'].samples
+    assert trip.labels['check'] == 'round trip' and 0 < trip.value < 10
+    assert families['mailops_health_last_run_timestamp_seconds'].samples[0].value > 1.7e9
+    markdown = outputs['markdown'].read_text()
+    assert markdown.startswith('| check | result | type |') and '| bad certificate | **DOWN** | pop3 |' in markdown
+    assert markdown.rstrip().endswith('4 checks: 2 up, 1 warning, 1 down')
+    written = ''.join(path.read_text() for path in outputs.values())
+    for password in lab.accounts.values():
+        assert password not in written
