@@ -16,7 +16,6 @@ from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, check_range, ms_since, validate_endpoint,
 )
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import mail_roundtrip, mailbox_of, prepare
-from ansible_collections.mailops.health.plugins.module_utils._session import endpoint_port
 
 # How many checks may run at once, and when the task fails.
 DEFAULT_PARALLEL = 10
@@ -48,12 +47,14 @@ KINDS = {
 
 
 def queue_of(kind, params, index):
-    """Checks that log in to the same mailbox wait for each other (a POP3 maildrop is locked while
-    a session holds it); every other check has a queue of its own."""
+    """Checks that log in to the same mailbox (host and user, whatever the port or protocol) wait
+    for each other: a POP3 maildrop is locked while a session holds it. Every other check has a
+    queue of its own."""
     if kind == 'roundtrip':
-        return ('mailbox',) + mailbox_of(params)
+        _protocol, host, _port, user = mailbox_of(params)
+        return ('mailbox', host, user)
     if kind == 'pop3' and params.get('pop3_auth', 'none') != 'none':
-        return ('mailbox', 'pop3', params['host'], endpoint_port('pop3', params), params.get('username'))
+        return ('mailbox', params['host'], params.get('username'))
     return ('check', index)
 
 

@@ -4,6 +4,8 @@ main() against the embedded lab."""
 import threading
 import time
 
+import pytest
+
 from ansible_collections.mailops.health.plugins.module_utils import _batch
 from ansible_collections.mailops.health.plugins.modules import mail_checks
 
@@ -127,3 +129,26 @@ def test_check_mode_sends_nothing(lab, capsys):
                         check_mode=True)
     assert result['_rc'] == 0 and result['results'][0]['sent'] is False
     assert lab.store.messages('bob') == []
+
+
+@pytest.mark.parametrize('kind,option,value', [
+    ('pop3', 'password', 'x\r\nDELE 1'), ('smtp', 'helo', 'probe.test\r\nRSET'), ('imap', 'host', '127.0.0.1\0.evil'),
+    ('roundtrip', 'subject_prefix', 'a\u2028b'), ('imap', 'folder', 'INBOX\r\nA1 LOGOUT'),
+])
+def test_hostile_values_in_a_check_send_nothing(lab, capsys, kind, option, value):
+    """A check's options pass the same input rule as its module's: stage input, nothing sent."""
+    from .test_hardening import Listener
+    listener = Listener()
+    try:
+        checks = gate(lab)
+        check = next(c for c in checks if kind in c)
+        for key in ('port', 'smtp_port', 'pop3_port', 'imap_port'):
+            if key in check[kind]:
+                check[kind][key] = listener.port
+        check[kind][option] = value
+        result = run_module(capsys, mail_checks, dict(checks=[check]))
+        assert result['_rc'] == 1 and result['stage'] == 'input', result['msg']
+        assert option in result['msg'] and 'internal' not in result['msg']
+        assert listener.connections == 0
+    finally:
+        listener.close()
