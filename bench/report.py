@@ -8,7 +8,7 @@ import textwrap
 
 from bench.common import results_dir
 
-PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload')
+PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload', 'gate')
 # Arm names of lag.json before the IMAP arms (POP3 only).
 _OLD_LAG_ARMS = {'ours': 'pop3 adaptive', 'fixed 1 s': 'pop3 fixed 1 s'}
 _OLD_LAG_GOALS = {'pop3 adaptive': {'median_ms': 50, 'p95_ms': 200}}
@@ -124,7 +124,35 @@ def headline(res: dict) -> list[tuple[str, str, str, str]]:
                          '%s commands (%s while waiting) / %s; seen %s ms after landing' % (
                              _n(e['commands']['median']), _n(e['commands_while_waiting']['median']),
                              _n(e['connections']['median']), _f(e['lag_ms'].get('median'))), '-', '-'))
+    gt = res.get('gate')
+    if gt:
+        goal = gt['goal_ratio_24_over_3']
+        for speed in ('fast', 'slow'):
+            three, top = _gate_wall(gt, 'parallel', speed, 3), _gate_wall(gt, 'parallel', speed, 24)
+            if three and top:
+                rows.append(('Health gate wall time, 24 vs 3 %s checks, the role (one mail_checks task; median of %d)'
+                             % (_GATE_SPEED[speed], gt['reps']),
+                             '%.2f vs %.2f s = %.2fx; the former loop: %s' % (
+                                 top, three, top / three, _gate_loop_note(gt, speed)),
+                             '<= %gx' % goal, _met(top / three <= goal and not gt['failed'])))
     return rows
+
+
+_GATE_SPEED = {'fast': 'fast', 'slow': '~1 s'}
+
+
+def _gate_wall(gt: dict, arm: str, speed: str, n: int):
+    for e in gt['cells']:
+        if (e['speed'], e['checks']) == (speed, n) and arm in e:
+            return e[arm]['wall_s']['median']
+    return None
+
+
+def _gate_loop_note(gt: dict, speed: str) -> str:
+    three, top = _gate_wall(gt, 'loop', speed, 3), _gate_wall(gt, 'loop', speed, 24)
+    if not (three and top):
+        return '-'
+    return '%.2f vs %.2f s = %.2fx' % (top, three, top / three)
 
 
 def markdown(res: dict) -> str:
@@ -255,6 +283,38 @@ def markdown(res: dict) -> str:
                 _f(e['lag_ms'].get('max')), e['seen_by_push'], e['commands'].get('n', 0), e['failed'],
                 ', '.join('%s %s' % (v, _n(n)) for v, n in e['by_command_median'].items())))
         lines.append('')
+
+    gt = res.get('gate')
+    if gt:
+        lines += ['## 6. Health-gate wall time', '',
+                  'The health-gate role as shipped (`%s`: one `mailops.health.mail_checks` task, `mail_health_gate_parallel` '
+                  '%d) against its former per-type loop (`%s`), each the whole `ansible-playbook` process on localhost, '
+                  'against the embedded lab (%s). Checks: smtp, pop3, imap in turn, each with a login of its own '
+                  'account, lab CA verified; fast: STARTTLS on the plain listeners; ~1 s: implicit TLS on listeners '
+                  'with the fault `%s`. %d runs per cell, cells interleaved in a shuffled order per round; median '
+                  'wall time (s). Check tasks: the time Ansible spent in the tasks that run checks (the rest is '
+                  'ansible-playbook start, templating and the other tasks). Failed checks in all runs: %d.' % (
+                      gt['arms']['parallel'], gt['role_parallel'], gt['arms']['loop'], gt['lab'], gt['slow_fault'],
+                      gt['reps'], gt['failed']), '',
+                  '| checks | loop: wall | loop: check tasks | loop: CPU | role (parallel): wall | role: check tasks | '
+                  'role: CPU | loop / role |',
+                  '| --- | --- | --- | --- | --- | --- | --- | --- |']
+        for e in gt['cells']:
+            cols = []
+            for arm in ('loop', 'parallel'):
+                a = e.get(arm)
+                cols += [_f(a['wall_s']['median'], 2), _f(a['check_tasks_s']['median'], 2), _f(a['cpu_s']['median'], 2)] \
+                    if a else ['not run'] + ['-'] * 2
+            lines.append('| %d %s | %s | %s |' % (e['checks'], _GATE_SPEED[e['speed']], ' | '.join(cols),
+                                                  _f(e.get('loop_over_parallel'), 2)))
+        lines += ['', '| checks | role: N / 3 checks | loop: N / 3 checks |', '| --- | --- | --- |']
+        for speed, arms in gt['ratios'].items():
+            for key in ('24/3', '96/3'):
+                if key in arms.get('parallel', {}) or key in arms.get('loop', {}):
+                    lines.append('| %s %s | %s | %s |' % (key.split('/')[0], _GATE_SPEED[speed],
+                                                        _f(arms.get('parallel', {}).get(key), 2),
+                                                        _f(arms.get('loop', {}).get(key), 2)))
+        lines += ['', 'Goal: 24 checks within %gx the wall time of 3 (the role).' % gt['goal_ratio_24_over_3'], '']
     return '\n'.join(lines)
 
 
@@ -352,8 +412,47 @@ def plot(res: dict, path) -> None:
         ax.set_ylabel('IMAP commands per round trip (median)')
         ax.set_title('5. IMAP server load, delivery after %g s (%d rounds)' % (ld['delivery_delay_s'], ld['rounds']))
         ax.legend(fontsize=8, loc='upper left')
-    axes[1][2].axis('off')
-    fig.suptitle('mailops.health benchmarks against the Docker lab (Postfix + Dovecot)')
+    else:
+        ax.axis('off')
+    ax = axes[1][2]
+    gt = res.get('gate')
+    if gt:
+        styles = {('loop', 'fast'): ('#ff7f0e', '-'), ('parallel', 'fast'): ('#1f77b4', '-'),
+                  ('loop', 'slow'): ('#ff7f0e', '--'), ('parallel', 'slow'): ('#1f77b4', '--')}
+        names = {'loop': 'former loop', 'parallel': 'role (mail_checks, parallel %d)' % gt['role_parallel']}
+        for (arm, speed), (color, style) in styles.items():
+            pts = [(e['checks'], e[arm]['wall_s']) for e in gt['cells'] if e['speed'] == speed and arm in e]
+            if not pts:
+                continue
+            xs = [n for n, _w in pts]
+            ax.errorbar(xs, [w['median'] for _n, w in pts],
+                        yerr=[[w['median'] - w['min'] for _n, w in pts], [w['max'] - w['median'] for _n, w in pts]],
+                        color=color, linestyle=style, marker='o', capsize=3,
+                        label='%s, %s checks' % (names[arm], _GATE_SPEED[speed]))
+            for n, w in pts:
+                ax.annotate('%.1f' % w['median'], (n, w['median']), textcoords='offset points', xytext=(4, 4),
+                            fontsize=7, color=color)
+        from matplotlib.ticker import NullFormatter
+        ax.set_xscale('log')
+        ax.set_yscale('log')
+        sizes = sorted({e['checks'] for e in gt['cells']})
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        walls = [e[arm]['wall_s'][k] for e in gt['cells'] for arm in ('loop', 'parallel') if arm in e
+                 for k in ('min', 'max')]
+        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if min(walls) / 1.5 <= t <= max(walls) * 1.5]
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([str(t) for t in ticks])
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel('checks in the gate')
+        ax.set_ylabel('ansible-playbook wall time, s (median, min-max; log)')
+        ax.set_title('6. Health gate, embedded lab (%d runs; goal: 24 checks <= %gx 3)'
+                     % (gt['reps'], gt['goal_ratio_24_over_3']))
+        ax.legend(fontsize=7, loc='upper left')
+    else:
+        ax.axis('off')
+    fig.suptitle('mailops.health benchmarks against the Docker lab (Postfix + Dovecot; part 6: the embedded lab)')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
