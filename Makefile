@@ -31,7 +31,7 @@
 #   make remote-test  a round trip from an SSH-managed node with a bare python3
 #   make bench        benchmarks against the Docker lab (bench/README.md)
 #   make fuzz         the long hostile-server fuzz run (10,000 examples)
-#   make clean        remove build outputs (keeps the venv); distclean also removes the venv
+#   make clean        remove build outputs (keeps the venvs); distclean also removes the venvs
 #
 # Variables (override on the command line, e.g. `make VENV=/tmp/venv-check test`):
 PYTHON ?= python3
@@ -324,4 +324,4 @@ clean:
 	find . -path ./.git -prune -o -path './.venv*' -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
 
 distclean: clean
-	rm -rf "$(VENV_ABS)"
+	rm -rf "$(VENV_ABS)" "$(TOOLS_CACHE)"
