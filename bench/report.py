@@ -311,9 +311,9 @@ def markdown(res: dict) -> str:
         for speed, arms in gt['ratios'].items():
             for key in ('24/3', '96/3'):
                 if key in arms.get('parallel', {}) or key in arms.get('loop', {}):
-                    lines.append('| %s %s | %s | %s |' % (key.split('/')[0], _GATE_SPEED[speed],
-                                                        _f(arms.get('parallel', {}).get(key), 2),
-                                                        _f(arms.get('loop', {}).get(key), 2)))
+                    lines.append('| %s %s | %s | %s |' % (
+                        key.split('/', maxsplit=1)[0], _GATE_SPEED[speed], _f(arms.get('parallel', {}).get(key), 2),
+                        _f(arms.get('loop', {}).get(key), 2)))
         lines += ['', 'Goal: 24 checks within %gx the wall time of 3 (the role).' % gt['goal_ratio_24_over_3'], '']
     return '\n'.join(lines)
 
@@ -383,8 +383,8 @@ def plot(res: dict, path) -> None:
             for box in ('empty', 'full'):
                 data.append([r['trip_time_ms'] for r in bm['rows']
                              if r['mailbox'] == box and r.get('protocol', 'pop3') == protocol])
-                labels.append('%s\n%s' % (protocol.upper(), 'empty' if box == 'empty'
-                                           else '{:,} msgs'.format(bm['messages'])))
+                size = 'empty' if box == 'empty' else '{:,} msgs'.format(bm['messages'])
+                labels.append('%s\n%s' % (protocol.upper(), size))
         ax.boxplot(data, whis=(5, 95))
         ax.set_xticks(range(1, len(labels) + 1))
         ax.set_xticklabels(labels, fontsize=8)

@@ -170,4 +170,3 @@ def checks_spec():
         parallel=dict(type='int', default=DEFAULT_PARALLEL),
         fail_on=dict(type='str', choices=list(FAIL_ON), default='any'),
     )
-

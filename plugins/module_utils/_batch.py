@@ -37,12 +37,16 @@ def _imap_core(params, _check_mode):
     return _imap.imap_check(params)
 
 
+def _roundtrip_core(params, check_mode):
+    return mail_roundtrip(params, check_mode)
+
+
 # kind: (check the input before anything is sent, run the check)
 KINDS = {
     'smtp': (_smtp.validate, _smtp.smtp_check),
     'pop3': (validate_endpoint, _pop3_core),
     'imap': (validate_endpoint, _imap_core),
-    'roundtrip': (prepare, lambda params, check_mode: mail_roundtrip(params, check_mode)),
+    'roundtrip': (prepare, _roundtrip_core),
 }
 
 

@@ -13,13 +13,15 @@ from .helpers import run_module
 
 
 def gate(lab, bob='bob'):
+    alice = dict(username='alice', password=lab.accounts['alice'])
     return [
-        dict(name='smtp starttls', smtp=dict(host=lab.host, port=lab.ports['smtp'], tls_mode='starttls', smtp_auth='password',
-                                            username='alice', password=lab.accounts['alice'])),
-        dict(name='pop3 apop', pop3=dict(host=lab.host, port=lab.ports['pop3'], tls_mode='starttls', pop3_auth='apop',
-                                        username='alice', password=lab.accounts['alice'])),
-        dict(name='imap login', imap=dict(host=lab.host, port=lab.ports['imap'], tls_mode='starttls', imap_auth='password',
-                                         username='alice', password=lab.accounts['alice'], folders=['Junk'])),
+        dict(name='smtp starttls',
+             smtp=dict(alice, host=lab.host, port=lab.ports['smtp'], tls_mode='starttls', smtp_auth='password')),
+        dict(name='pop3 apop',
+             pop3=dict(alice, host=lab.host, port=lab.ports['pop3'], tls_mode='starttls', pop3_auth='apop')),
+        dict(name='imap login',
+             imap=dict(alice, host=lab.host, port=lab.ports['imap'], tls_mode='starttls', imap_auth='password',
+                       folders=['Junk'])),
         dict(name='round trip pop3', roundtrip=dict(
             smtp_host=lab.host, smtp_port=lab.ports['smtp'], smtp_tls_mode='starttls', mail_from='monitor@lab.test',
             mail_to=lab.address(bob), pop3_host=lab.host, pop3_port=lab.ports['pop3'], pop3_tls_mode='starttls',
