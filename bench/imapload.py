@@ -107,9 +107,9 @@ def run(lab, trips: int = 10, delay: float = DELIVERY_DELAY, step: int = 5, step
             rng.shuffle(order)   # which thread starts first
             got = []
 
-            def trip(arm, into=None):
-                (got if into is None else into).append(one_trip(rt, probe, lab, watcher, arm, delay))
-            threads = [threading.Thread(target=trip, args=(arm,)) for arm in order]
+            def trip(arm, into):
+                into.append(one_trip(rt, probe, lab, watcher, arm, delay))
+            threads = [threading.Thread(target=trip, args=(arm, got)) for arm in order]
             for thread in threads:
                 thread.start()
             for thread in threads:
