@@ -211,7 +211,25 @@ def test_post_deploy_verify_playbook(lab, source_collections, tmp_path):
         run, output = play(source_collections, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
     assert run.returncode == 2, output
     assert 'The mail ports are open' in output and 'Timeout when waiting for 127.0.0.1:' in output
-    assert 'Run the SMTP checks' not in output
+    assert 'Run the checks' not in output
+    assert lab.accounts['rt02'] not in output
+
+
+def test_post_deploy_restarts_once_on_a_failed_gate(lab, source_collections, tmp_path):
+    """With post_deploy_restart, a failed gate restarts those services once (here one that does
+    not exist, so the restart itself fails) instead of failing at once."""
+    ports = {'smtp': lab.ports['smtp'], 'submission': lab.ports['smtp'], 'smtps': lab.ports['smtp_tls'],
+             'pop3': lab.ports['pop3'], 'pop3s': lab.ports['pop3_badcert']}
+    variables = {'post_deploy_host': lab.host, 'post_deploy_ports': ports, 'post_deploy_ca_path': lab.ca_path,
+                 'post_deploy_user': 'rt02', 'post_deploy_address': lab.address('rt02'),
+                 'post_deploy_password': lab.accounts['rt02'], 'post_deploy_wait': 5}
+    run, output = play(source_collections, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
+    assert run.returncode == 2 and 'Fail at once when no recovery is configured' in output, output
+    assert 'Restart the mail services once' not in output
+    variables['post_deploy_restart'] = ['mailops-health-no-such-service']
+    run, output = play(source_collections, tmp_path, ROOT / 'playbooks' / 'post_deploy_verify.yml', variables)
+    assert run.returncode == 2
+    assert 'Restart the mail services once' in output and 'mailops-health-no-such-service' in output
     assert lab.accounts['rt02'] not in output
 
 
