@@ -8,9 +8,9 @@ A Receiver (_pop3.Pop3Mailbox, _imap.ImapMailbox) has
   side    the name its facts go under in the result ('pop3', 'imap')
   label   the endpoint for messages ('pop3 mail.example.com:995')
   busy    how many visits found the mailbox held by another session
-  first_check_delay (optional)
-          seconds from sending to the first check, when a check is cheaper than FIRST_CHECK_DELAY
-          allows for
+  first_check_delay, check_growth (optional)
+          seconds from sending to the first check and how fast the waits grow, when a check is
+          cheaper than FIRST_CHECK_DELAY and CHECK_GROWTH allow for
   visit(timeout, sort=None)
           one look into the mailbox: log in (or reuse the open connection), find what is new
           (or what sort.token finds), hand the header lines of each candidate to sort()
@@ -43,8 +43,11 @@ BODY = 'Round-trip test mail sent by mailops.health.mail_roundtrip; it deletes t
 # Defaults written once (the argument spec uses them too).
 DEFAULT_MAX_TRIP_TIME = 30
 DEFAULT_CONNECTION_INTERVAL = 5
-# A healthy system delivers within milliseconds: the first check comes that soon (see bench/).
+# A healthy system delivers within milliseconds: the first check comes that soon, and the waits
+# double from there (see bench/).
 FIRST_CHECK_DELAY = 0.01
+CHECK_GROWTH = 2.0
+DENSE_UNTIL = 0.02
 _TOKEN = re.compile(r'^[0-9a-f]{32}$')
 _SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth')
 # The receive protocols and their receivers.
@@ -113,13 +116,14 @@ def sorter(token=None, stale_before=None):
     return Sort(token, stale_before)
 
 
-def poll_delays(interval, first=FIRST_CHECK_DELAY):
+def poll_delays(interval, first=FIRST_CHECK_DELAY, growth=CHECK_GROWTH):
     """Adaptive polling: quick first checks (a mail usually lands within milliseconds on a
-    healthy system), doubling up to connection_interval."""
+    healthy system), each wait growth times the last while waits are under DENSE_UNTIL, then
+    doubling, up to connection_interval."""
     delay = min(first, interval)
     while True:
         yield delay
-        delay = min(delay * 2, interval)
+        delay = min(delay * (growth if delay < DENSE_UNTIL else 2.0), interval)
 
 
 def ticks(receiver, deadline, interval, immediately=False):
@@ -128,13 +132,14 @@ def ticks(receiver, deadline, interval, immediately=False):
     starts the schedule again from the first delay."""
     if immediately:
         yield
-    first = getattr(receiver, 'first_check_delay', FIRST_CHECK_DELAY)
-    delays = poll_delays(interval, first)
+    schedule = (interval, getattr(receiver, 'first_check_delay', FIRST_CHECK_DELAY),
+                getattr(receiver, 'check_growth', CHECK_GROWTH))
+    delays = poll_delays(*schedule)
     for delay in delays:
         if time.monotonic() + delay > deadline:
             return
         if receiver.wait(delay):
-            delays = poll_delays(interval, first)
+            delays = poll_delays(*schedule)
         yield
 
 
