@@ -6,9 +6,9 @@ Inside `with observe(...) as trace:` (per thread; other threads are not touched)
   probe's token hands over the core's own seen_at (time.monotonic() when the header carrying the
   token was parsed), converted to wall clock time so that it can be compared with the Maildir
   file's kernel timestamp. Every receiver wait is timed too (with whether the server pushed).
-- IMAP load: every tagged command (ImapClient.command, counted by its verb: NOOP, UID SEARCH,
-  STATUS, LOGIN, ...; never its arguments), every IDLE (ImapClient.idle: one command, IDLE ...
-  DONE) and every IMAP connection (Conversation.__enter__ with an IMAP client).
+- IMAP load: every tagged command (ImapClient.send, counted by its verb: NOOP, UID SEARCH,
+  STATUS, LOGIN, IDLE, ...; never its arguments; an IDLE ... DONE is one command)
+  and every IMAP connection (Conversation.__enter__ with an IMAP client).
 - fixed_interval: poll_delays() yields that constant instead of the adaptive schedule (1.0: the
   1-second polling monitoring products use; a long one with IDLE: every wait is IDLE until a push).
 - no_idle: the IMAP receiver's waits are plain sleeps whatever their length (IDLE_FROM = infinity).
@@ -107,23 +107,17 @@ def install(roundtrip_module):
     rt.poll_delays = poll_delays
 
     client = _imap.ImapClient
-    orig_command, orig_idle = client.command, client.idle
+    orig_send = client.send
 
-    def command(self, stage, line, shown=None, continuation=None):
+    # Every tagged command goes through send(): single ones, pipelined checks and IDLE alike.
+    def send(self, stage, line, shown=None, flush=True):
         trace = _trace()
         if trace is not None:
             verb = imap_verb(line)
             trace['imap_commands'][verb] = trace['imap_commands'].get(verb, 0) + 1
-        return orig_command(self, stage, line, shown, continuation)
+        return orig_send(self, stage, line, shown, flush)
 
-    def idle(self, seconds):
-        trace = _trace()
-        if trace is not None:
-            trace['imap_commands']['IDLE'] = trace['imap_commands'].get('IDLE', 0) + 1
-        return orig_idle(self, seconds)
-
-    client.command = command
-    client.idle = idle
+    client.send = send
 
     conversation = _session.Conversation
     orig_enter = conversation.__enter__
