@@ -118,6 +118,29 @@ def encode_mailbox(name):
     return ''.join(out)
 
 
+def decode_mailbox(name):
+    """A folder name from the server, modified UTF-7 decoded (a malformed one stays as it is)."""
+    out, i = [], 0
+    while i < len(name):
+        start = name.find('&', i)
+        end = name.find('-', start) if start >= 0 else -1
+        if start < 0 or end < 0:
+            out.append(name[i:])
+            break
+        out.append(name[i:start])
+        chunk = name[start + 1:end]
+        if not chunk:
+            out.append('&')
+        else:
+            try:
+                data = base64.b64decode(chunk.replace(',', '/') + '=' * (-len(chunk) % 4), validate=True)
+                out.append(data.decode('utf-16-be'))
+            except (ValueError, UnicodeDecodeError):
+                return name
+        i = end + 1
+    return ''.join(out)
+
+
 class Response:
     """One server response line with its literals: tag ('*', '+' or a command tag), and either a
     status (OK, NO, BAD, BYE, PREAUTH) with its [code] and text, or untagged data."""
@@ -353,11 +376,11 @@ class ImapClient(Client):
 
     # -- folder commands ------------------------------------------------------------------
     def folders(self):
-        """{name: [attributes]} of every folder (LIST "" "*")."""
+        """{name: [attributes]} of every folder (LIST "" "*"), names decoded."""
         found = {}
         for data in self.data(self.command('folders', 'LIST "" "*"')):
             if len(data) >= 4 and str(data[0]).upper() == 'LIST' and isinstance(data[1], list):
-                found[str(data[3])] = [str(a) for a in data[1]]
+                found[decode_mailbox(str(data[3]))] = [str(a) for a in data[1]]
         return found
 
     def status(self, folder):
@@ -490,7 +513,7 @@ def imap_check(params):
         if required:
             found = client.folders()
             client.facts['folders'] = sorted(found)
-            missing = [name for name in required if encode_mailbox(name) not in found]
+            missing = [name for name in required if name not in found]
             if missing:
                 raise client.session.error('folders', 'missing folder%s: %s' % (
                     's' if len(missing) > 1 else '', ', '.join(missing)))
@@ -555,8 +578,11 @@ class ImapMailbox:
         named = self.params.get('junk_folders')
         if named is not None:
             return [name for name in named if name != self.folder]
-        special = [name for name, attrs in folders.items() if '\\Junk' in attrs]
-        return special or [name for name in JUNK_NAMES if name in folders]
+        # A folder that cannot be selected (\Noselect, \NonExistent) holds no mail.
+        usable = dict((name, [a.lower() for a in attrs]) for name, attrs in folders.items()
+                      if not {'\\noselect', '\\nonexistent'} & set(a.lower() for a in attrs))
+        special = [name for name, attrs in usable.items() if '\\junk' in attrs]
+        return special or [name for name in JUNK_NAMES if name in usable]
 
     def criteria(self, folder, sort):
         """The search for sort: our token among the messages since the first look, or (for

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from ansible_collections.mailops.health.plugins.module_utils._imap import encode_mailbox, imap_check, tokenize
+from ansible_collections.mailops.health.plugins.module_utils._imap import (
+    decode_mailbox, encode_mailbox, imap_check, tokenize,
+)
 from ansible_collections.mailops.health.plugins.module_utils._probe import ProbeError
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import mail_roundtrip
 
@@ -236,6 +238,7 @@ def test_tokenize_keeps_sections_and_literals():
                                           ('\u53f0\u5317', '&U,BTFw-')])
 def test_folder_names_in_modified_utf7(name, encoded):
     assert encode_mailbox(name) == encoded
+    assert decode_mailbox(encoded) == name
 
 
 def test_a_server_that_never_ends_idle_fails_within_the_trip(lab, monkeypatch):
