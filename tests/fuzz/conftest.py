@@ -1,7 +1,8 @@
-"""The fuzz runs' figures in pytest's terminal summary: examples and outcomes per property of the
-hostile-server fuzzing, cases and outcomes per module and option of the input fuzzing."""
+"""The fuzz runs' figures in pytest's terminal summary: examples and outcomes (per stage) per property
+of the hostile-server fuzzing, with how deep the IMAP dialogues got, cases and outcomes per module
+and option of the input fuzzing."""
 
-from hostile_server import RUN, STATS
+from hostile_server import IMAP_DEPTH, RUN, STATS
 from input_contract import INPUT_STATS
 
 
@@ -12,7 +13,13 @@ def pytest_terminal_summary(terminalreporter):
     if STATS:
         terminalreporter.write_line('hostile servers:')
         for name, stats in sorted(STATS.items()):
-            terminalreporter.write_line('  %s: %s' % (name, ', '.join('%s=%s' % item for item in sorted(stats.items()))))
+            # How deep the IMAP dialogues got ('reached UID FETCH=...') on a line of its own.
+            depth = dict((key[len('reached '):], count) for key, count in stats.items() if key.startswith('reached '))
+            outcomes = dict((key, count) for key, count in stats.items() if not key.startswith('reached '))
+            terminalreporter.write_line('  %s: %s' % (name, ', '.join('%s=%s' % item for item in sorted(outcomes.items()))))
+            if depth:
+                terminalreporter.write_line('    examples that reached: %s' % ', '.join(
+                    '%s=%d' % (verb, depth[verb]) for verb in IMAP_DEPTH if verb in depth))
     if INPUT_STATS:
         terminalreporter.write_line('hostile option values (cases, invalid by the contract, outcomes):')
         for module, options in sorted(INPUT_STATS.items()):

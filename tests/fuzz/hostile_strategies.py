@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from ansible_collections.mailops.health.plugins.module_utils._session import MAX_LINE
 
 from hostile_server import (
-    AUTO, CRLF, LINE_CUT, SECRET_FORMS, Echo, Long, Message, Pop3Persona, Repeat, Script, SmtpPersona, Step, Straddle,
+    AUTO, CRLF, IMAP_ARRIVALS, IMAP_CAPABILITIES, IMAP_FETCH_FORMS, IMAP_FOLDERS, IMAP_IDLE_ENDS, IMAP_QUIRKS, LINE_CUT,
+    SECRET_FORMS, Echo, ImapMessage, ImapPersona, Long, Message, Nest, Pop3Persona, Repeat, Script, SmtpPersona, Step,
+    Straddle,
 )
 
 MIB = 1024 * 1024
@@ -70,7 +72,8 @@ assert LINE_CUT == MAX_LINE, "Straddle lines must put the secret across the core
 def forms_of(protocol):
     """A form of the secrets, mostly of the protocol's own (a server that knows the other
     protocol's password too, as one account database would, now and then)."""
-    own = [form for form in SECRET_FORMS if form.startswith(protocol) or (protocol == 'pop3' and form == 'apop')]
+    pairs = (('pop3', 'apop'), ('imap', 'cram'))
+    own = [form for form in SECRET_FORMS if form.startswith(protocol) or (protocol, form) in pairs]
     return st.sampled_from(own * 3 + list(SECRET_FORMS))
 
 
@@ -93,7 +96,10 @@ def straddle(protocol, heads, then=(b'',)):
 
 MOMENTS = {'smtp': ['greeting', 'EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'DATA-END', 'QUIT', ''],
            'pop3': ['greeting', 'CAPA', 'STLS', 'USER', 'PASS', 'APOP', 'STAT', 'UIDL', 'LIST', 'TOP', 'RETR', 'DELE',
-                    'QUIT']}
+                    'QUIT'],
+           'imap': ['greeting', 'CAPABILITY', 'STARTTLS', 'LOGIN', 'AUTHENTICATE', 'AUTH-ANSWER', 'LIST', 'STATUS',
+                    'SELECT', 'NOOP', 'UID SEARCH', 'UID FETCH', 'UID STORE', 'UID EXPUNGE', 'UID MOVE', 'IDLE', 'PUSH',
+                    'DONE', 'LOGOUT']}
 
 
 def echo(protocol):
@@ -353,6 +359,281 @@ pop3_persona = st.builds(
     echo=echo('pop3'),
 )
 
+# -- IMAP ---------------------------------------------------------------------------------
+# Replies say @TAG@ for the tag of the command they answer, @NEXT@ for the client's next tag and
+# @UID@ for the UID of the probe's own mail (hostile_server fills them in).
+TOKEN_GROWTH = 32 - len(b'@TOKEN@')  # a literal's size counts the token the server fills in
+
+
+def literal(data, delta=0):
+    """data as an IMAP literal whose announced size is delta bytes off."""
+    return b'{%d}\r\n' % max(0, len(data) + data.count(b'@TOKEN@') * TOKEN_GROWTH + delta) + data
+
+
+OUR_HEADER = b'\r\n'.join(OURS[0]) + b'\r\n\r\n'
+imap_plausible = st.sampled_from([
+    b'@TAG@ OK done\r\n', b'@TAG@ NO [UNAVAILABLE] try later\r\n', b'@TAG@ BAD syntax error\r\n',
+    b'@TAG@ OK [CAPABILITY IMAP4rev1 AUTH=PLAIN IDLE] logged in\r\n', b'@TAG@ NO [AUTHENTICATIONFAILED] no\r\n',
+    b'* OK ready\r\n', b'* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n', b'* PREAUTH ready\r\n',
+    b'* BYE going away\r\n', b'* BYE\r\n', b'* NO [ALERT] disk full\r\n', b'* BAD what\r\n',
+    b'+ \r\n', b'+\r\n', b'+ go ahead\r\n', b'+ PDEyMy40NTZAaG9zdD4=\r\n', b'+ !!notbase64\r\n', b'+ \xc3\xa9t\xc3\xa9\r\n',
+    b'* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN AUTH=CRAM-MD5 IDLE UIDPLUS MOVE\r\n@TAG@ OK\r\n',
+    b'* CAPABILITY IMAP4rev1 LOGINDISABLED\r\n@TAG@ OK\r\n', b'* CAPABILITY\r\n@TAG@ OK\r\n',
+    b'* LIST (\\HasNoChildren \\Junk) "/" Junk\r\n* LIST () "/" INBOX\r\n@TAG@ OK\r\n',
+    b'* LIST (\\Junk "/" Junk\r\n@TAG@ OK\r\n', b'* LIST () NIL NIL\r\n@TAG@ OK\r\n',
+    b'* LIST (\\Trash) "/" {5}\r\nTrash\r\n@TAG@ OK\r\n', b'* LIST (\\Junk) "/" "Spam \\"x\\" \\\\"\r\n@TAG@ OK\r\n',
+    b'* LIST (\\Junk) "/" Ind&AOk-sirables\r\n@TAG@ OK\r\n', b'* LIST ((\\Junk)) "/" Junk\r\n@TAG@ OK\r\n',
+    b'* STATUS INBOX (MESSAGES 1 UIDNEXT 5)\r\n@TAG@ OK\r\n', b'* STATUS "INBOX" (UIDNEXT)\r\n@TAG@ OK\r\n',
+    b'* STATUS Junk (UIDNEXT x)\r\n@TAG@ OK\r\n', b'* STATUS Junk ()\r\n@TAG@ OK\r\n', b'* STATUS Junk\r\n@TAG@ OK\r\n',
+    b'* STATUS Junk (UIDNEXT (1))\r\n@TAG@ OK\r\n', b'* STATUS Junk (UIDNEXT \xd9\xa3)\r\n@TAG@ OK\r\n',
+    b'* 3 EXISTS\r\n* OK [UIDNEXT 5] next\r\n@TAG@ OK [READ-WRITE] selected\r\n', b'* OK [UIDNEXT \xc2\xb2]\r\n@TAG@ OK\r\n',
+    b'* OK [UIDNEXT 99999999999999999999999]\r\n@TAG@ OK\r\n', b'* OK [UIDNEXT 0]\r\n@TAG@ OK\r\n',
+    b'* SEARCH\r\n@TAG@ OK\r\n', b'* SEARCH @UID@\r\n@TAG@ OK\r\n', b'* SEARCH 1 2 x\r\n@TAG@ OK\r\n',
+    b'* SEARCH \xc2\xb2\r\n@TAG@ OK\r\n', b'* SEARCH \xd9\xa3\r\n@TAG@ OK\r\n', b'* SEARCH (1)\r\n@TAG@ OK\r\n',
+    b'* SEARCH NIL\r\n@TAG@ OK\r\n', b'* SEARCH -1\r\n@TAG@ OK\r\n', b'* SEARCH 99999999999999999999\r\n@TAG@ OK\r\n',
+    b'* SEARCH @UID@ @UID@ @UID@\r\n@TAG@ OK\r\n', b'* SEARCH "@UID@"\r\n@TAG@ OK\r\n', b'* SEARCH {2}\r\n12\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] ' + literal(OUR_HEADER) + b')\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] ' + literal(OUR_HEADER, 7) + b')\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] ' + literal(OUR_HEADER, -7) + b')\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] NIL)\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] (a (b) "c"))\r\n@TAG@ OK\r\n', b'* 1 FETCH (UID @UID@ BODY[HEADER] ""\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] "X-Mailops-Roundtrip: @TOKEN@")\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH UID 5\r\n@TAG@ OK\r\n', b'* 1 FETCH ((()))\r\n@TAG@ OK\r\n', b'* 1 FETCH (UID @UID@ BODY[HEADER] {5}\r\n',
+    b'* 1 FETCH (UID @UID@ UID 7 BODY[HEADER] ' + literal(OUR_HEADER) + b')\r\n@TAG@ OK\r\n',
+    b'* 1 FETCH (UID @UID@ BODY[HEADER] ' + literal(OUR_HEADER) + b' BODY[HEADER] ' + literal(b'X: y\r\n') + b')\r\n'
+    b'@TAG@ OK\r\n',
+    b'* 1 FETCH (FLAGS (\\Deleted))\r\n@TAG@ OK\r\n', b'* OK [COPYUID 1 @UID@ 9]\r\n* 1 EXPUNGE\r\n@TAG@ OK\r\n',
+    # Tags: wrong, early, twice, before the data, missing, glued, lower case.
+    b'A999 OK wrong tag\r\n', b'@NEXT@ OK too early\r\n', b'@TAG@ OK\r\n@TAG@ OK\r\n', b'@TAG@ OK\r\n* SEARCH @UID@\r\n',
+    b'OK no tag\r\n', b'@TAG@OK\r\n', b'@TAG@  OK\r\n', b'@TAG@ \r\n', b'@TAG@\r\n', b'* @TAG@ OK\r\n',
+    b'@TAG@ FOO bar\r\n', b'@TAG@ PREAUTH\r\n', b'@TAG@ BYE\r\n', b'a001 ok\r\n', b'@TAG@ ok [] \r\n',
+    b'@TAG@ OK [CAPABILITY\r\n', b'@TAG@ OK\r\n@NEXT@ OK\r\n',
+    # What IDLE may bring.
+    b'+ idling\r\n', b'+ idling\r\n* 4 EXISTS\r\n', b'* 4 EXISTS\r\n', b'* 1 EXPUNGE\r\n', b'* 1 RECENT\r\n',
+    b'* OK still here\r\n', b'* 4 EXISTS\r\n@TAG@ OK IDLE done\r\n',
+])
+imap_tags = st.sampled_from([b'@TAG@', b'@TAG@', b'@TAG@', b'*', b'+', b'@NEXT@', b'A999', b'', b'a001', b'@TAG@@TAG@',
+                             b'\xff', b'(', b'@TAG@ @TAG@'])
+imap_words = st.sampled_from([b'OK', b'OK', b'NO', b'BAD', b'BYE', b'PREAUTH', b'ok', b'', b'OKAY', b'CAPABILITY'])
+imap_code = st.sampled_from([b'', b'', b'[CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ', b'[UIDNEXT 7] ', b'[ALERT] ',
+                             b'[', b'[] ', b'[UIDNEXT] ', b'[READ-WRITE] ', b'[CAPABILITY] ', b'[UIDNEXT \xd9\xa3] ',
+                             b'[UIDNEXT 7', b'[[x]] '])
+
+
+@st.composite
+def imap_status(draw):
+    """One status line: any tag (right, wrong, none), any status word, maybe a response code."""
+    return (draw(imap_tags) + b' ' + draw(imap_words) + b' ' + draw(imap_code) + draw(noisy_text)
+            + draw(line_end))
+
+
+imap_quoted = st.sampled_from([b'""', b'"a b"', b'"a\\"b"', b'"\\\\"', b'"\\', b'"unterminated', b'"\xff\xfe"',
+                               b'"@UID@"', b'"\\x"', b'"INBOX"'])
+imap_leaf = st.one_of(
+    st.sampled_from([b'NIL', b'nil', b'1', b'@UID@', b'0', b'-1', b'99999999999999999999', b'\\Junk', b'\\Trash',
+                     b'BODY[HEADER]', b'BODY[', b'UID', b'[', b']', b'{', b'}', b'{3}', b'"', b'\xc2\xb2']),
+    imap_quoted,
+    ascii_text.filter(lambda text: b'\r' not in text and b'\n' not in text),
+    bad_utf8,
+)
+
+
+def _imap_list(items):
+    return st.tuples(st.sampled_from([(b'(', b')'), (b'(', b')'), (b'(', b''), (b'', b')'), (b'((', b')')]),
+                     st.lists(items, max_size=4)).map(lambda pair: pair[0][0] + b' '.join(pair[1]) + pair[0][1])
+
+
+imap_value = st.recursive(imap_leaf, _imap_list, max_leaves=12)
+
+
+@st.composite
+def imap_data(draw):
+    """An untagged data line: a keyword the client looks for, odd values (lists nested or
+    unbalanced, NIL, quoted strings with escapes, literals that lie), maybe the tagged reply."""
+    number = draw(st.sampled_from([b'', b'', b'1 ', b'@UID@ ', b'0 ', b'\xc2\xb2 ']))
+    keyword = draw(st.sampled_from([b'SEARCH', b'LIST', b'STATUS', b'CAPABILITY', b'FETCH', b'EXISTS', b'EXPUNGE',
+                                    b'FLAGS', b'OK', b'RECENT', b'BYE']))
+    values = draw(st.lists(imap_value, max_size=5))
+    line = b'* ' + number + keyword + b''.join(b' ' + value for value in values)
+    if draw(st.booleans()):
+        data = draw(st.sampled_from([b'', b'X: y\r\n', OUR_HEADER, b'\xff\xfe']))
+        line += b' ' + literal(data, draw(st.sampled_from([0, 0, -1, 1, 100]))) + draw(
+            st.sampled_from([b')', b'', b' UID @UID@)']))
+    return line + draw(line_end) + draw(st.sampled_from([b'', b'@TAG@ OK done\r\n']))
+
+
+imap_literal_lie = st.builds(
+    lambda data, delta, end: b'* 1 FETCH (UID @UID@ BODY[HEADER] ' + literal(data, delta) + end,
+    st.sampled_from([OUR_HEADER, b'', b'X: y\r\n']),
+    st.sampled_from([-1, -10, 1, 2, 100, 10 ** 6, 16 * MIB, 16 * MIB + 1, 10 ** 20]),
+    st.sampled_from([b')\r\n@TAG@ OK\r\n', b'', b')\r\n']),
+)
+imap_nest = st.builds(
+    Nest,
+    head=st.sampled_from([b'* ', b'* SEARCH ', b'* LIST ', b'* 1 FETCH ', b'* STATUS INBOX ', b'* CAPABILITY ',
+                          b'* OK ', b'* ']),
+    depth=st.sampled_from([2, 50, 500, 1000, 5000, 30000]),
+    inner=st.sampled_from([b'', b'1', b'NIL', b'"x"']),
+    missing=st.sampled_from([0, 0, 0, 1]),
+    tail=st.sampled_from([CRLF + b'@TAG@ OK\r\n', CRLF]),
+)
+imap_long = st.builds(
+    Long,
+    prefix=st.sampled_from([b'* OK ', b'@TAG@ OK ', b'@TAG@ NO ', b'* SEARCH ', b'+ ', b'* CAPABILITY ',
+                            b'* LIST () "/" "', b'* BYE ', b'']),
+    fill=st.sampled_from([b'x', b'\xff', b' ', b'1 ', b'(', b'{1}', b'"']),
+    size=st.one_of(st.sampled_from([MAX_LINE - 16, MAX_LINE, MAX_LINE + 1, 2 * MIB]), st.integers(1000, 2 * MIB)),
+    end=st.sampled_from([CRLF, CRLF + b'@TAG@ OK\r\n', b'\n', b'']),
+)
+imap_secret_reply = st.one_of(
+    st.tuples(st.sampled_from([b'@TAG@ NO ', b'@TAG@ BAD ', b'@TAG@ OK ', b'* OK ', b'* BYE ', b'+ ', b'* NO [ALERT] ',
+                               b'@TAG@ NO [AUTHENTICATIONFAILED] ', b'* CAPABILITY IMAP4rev1 ', b'']),
+              secret_text('imap'), line_end).map(b''.join),
+    st.tuples(st.sampled_from([b'* LIST (\\Junk) "/" ', b'* SEARCH ', b'* STATUS ']), secret_text('imap'),
+              st.just(CRLF + b'@TAG@ OK\r\n')).map(b''.join),
+    straddle('imap', [b'@TAG@ NO ', b'@TAG@ OK ', b'* OK ', b'* BYE ', b'+ ', b'* CAPABILITY ', b'', b'* SEARCH ']),
+    straddle('imap', [b'* OK ', b'* NO ', b'* CAPABILITY '], then=[b'@TAG@ OK done\r\n', b'@TAG@ NO no\r\n']),
+)
+imap_explicit = pick((4, imap_plausible), (2, imap_status()), (2, imap_data()), (1, imap_literal_lie), (2, imap_nest),
+                     (1, imap_long), (1, garbage), (2, imap_secret_reply))
+
+imap_capability = st.one_of(
+    st.sampled_from(list(IMAP_CAPABILITIES) + [b'AUTH=LOGIN', b'AUTH=XOAUTH2', b'auth=plain', b'auth=cram-md5',
+                                               b'starttls', b'STARTTLS extra', b'', b'IMAP4rev2', b'UTF8=ACCEPT',
+                                               b'AUTH=', b'IDLE IDLE', b'(', b'"IDLE"', b'[IDLE]']),
+    noisy_text,
+)
+imap_folder = st.one_of(
+    st.sampled_from([(b'\\HasNoChildren \\Junk', b'Junk'), (b'\\HasNoChildren', b'Spam'), (b'\\Trash', b'Papierkorb'),
+                     (b'\\Junk', b'Ind&AOk-sirables'), (b'\\Trash', b'Corbeille&-Trash'), (b'\\Junk', b'Junk Mail'),
+                     (b'\\junk', b'Junk'), (b'\\Junk \\Junk', b'Spam'), (b'\\Junk', b'INBOX'), (b'', b'Junk'),
+                     (b'\\Noselect', b'Archive'), (b'\\Junk', b'a"b\\c'), (b'\\Junk', b'Ind\xc3\xa9sirables'),
+                     (b'\\Junk', b''), (b'\\Trash', b'Trash'), (b'\\Archive', b'Archive')]),
+    st.tuples(st.sampled_from([b'\\Junk', b'\\Trash', b'', b'\\HasChildren']), noisy_text),
+)
+imap_folders = pick(
+    (4, st.just(list(IMAP_FOLDERS))),
+    (2, some_of(list(IMAP_FOLDERS), imap_folder)),
+    (1, st.just([(b'\\HasNoChildren', b'INBOX'), (b'\\HasNoChildren', b'Spam'), (b'\\HasNoChildren', b'Trash')])),
+    (1, st.lists(imap_folder, max_size=4).map(lambda folders: [(b'', b'INBOX')] + folders)),
+)
+# Where a mail lands besides the watched INBOX: a junk folder (by attribute or by name), one the
+# probe does not watch, one whose name needs encoding.
+OTHER_FOLDERS = [b'Junk', b'Spam', b'Trash', b'Ind&AOk-sirables', b'Junk Mail', b'Archive']
+imap_foreign = st.one_of(
+    st.sampled_from([[b'Subject: hello', b'From: a@fuzz.test'], [b'Subject: [health] mailops.health round trip'] + OURS[2][1:]]),
+    st.builds(lambda when: [b'Subject: [health] mailops.health round trip ' + OLD_TOKEN,
+                            b'X-Mailops-Roundtrip: ' + OLD_TOKEN, b'Date: ' + when], date),
+)
+
+
+@st.composite
+def imap_mailbox(draw):
+    """As mailbox() for POP3, with UIDs and folders: the probe's mail (usually one copy, with the
+    next UID of its folder, usually INBOX) among others, a mailbox where it never arrives, or
+    anything."""
+    # A mail that never shows costs a whole max_trip_time: rarer than over POP3.
+    kind = draw(st.sampled_from(['ours'] * 9 + ['never', 'anything', 'anything']))
+    messages = []
+    for uid in draw(st.lists(st.integers(1, 40), max_size=4, unique=True)):
+        messages.append(ImapMessage(uid, draw(headers if kind == 'anything' else imap_foreign),
+                                    folder=draw(pick((4, st.just(b'INBOX')), (1, st.sampled_from(OTHER_FOLDERS)))),
+                                    arrives=kind == 'anything' and draw(st.booleans())))
+    if kind == 'ours' or (kind == 'anything' and draw(st.booleans())):
+        folder = draw(pick((9, st.just(b'INBOX')), (1, st.sampled_from(OTHER_FOLDERS))))
+        top = max([m.uid for m in messages if m.folder == folder] + [0])
+        offset = draw(pick((8, st.just(0)), (1, st.integers(-3, 10 ** 6))))
+        for copy in range(draw(st.sampled_from([1, 1, 1, 2]))):
+            messages.append(ImapMessage(max(1, top + 1 + offset + copy), OURS[0], folder=folder, arrives=True))
+    return messages
+
+
+imap_idle_push = pick(
+    (6, st.just(b'* @N@ EXISTS\r\n')),
+    (2, st.none()),
+    (2, st.sampled_from([b'* @N@ RECENT\r\n', b'* 1 FETCH (FLAGS (\\Seen))\r\n', b'* OK still here\r\n',
+                         b'* @N@ EXISTS\r\n* @N@ EXISTS\r\n', b'* (unbalanced\r\n', b'+ idling\r\n', b'A999 OK\r\n',
+                         b'@TAG@ OK IDLE done\r\n', b'* \xff\xfe\r\n', b'junk\r\n', b'* 1 FETCH (BODY[] {5}\r\n',
+                         b'* BYE idle over\r\n', b'* @N@ EXISTS', b'\r\n', b'* 99999999999999999999 EXISTS\r\n'])),
+    (1, st.tuples(noisy_text, line_end).map(b''.join)),
+    (1, st.builds(Long, prefix=st.sampled_from([b'* OK ', b'* ', b'']), fill=st.sampled_from([b'x', b'\xff', b'(']),
+                  size=st.sampled_from([MAX_LINE, 2 * MIB]), end=st.sampled_from([CRLF, b'']))),
+)
+imap_persona = st.builds(
+    ImapPersona,
+    host=host,
+    greeting=pick((10, st.just('OK')), (1, st.just('PREAUTH')), (1, st.just('BYE'))),
+    caps_in_greeting=st.booleans(),
+    capabilities=pick((3, some_of(IMAP_CAPABILITIES, imap_capability)), (1, st.lists(imap_capability, max_size=8))),
+    tls_capabilities=pick((3, st.none()), (1, some_of(IMAP_CAPABILITIES[2:], imap_capability))),
+    auth_ok=seldom_false(),
+    challenge=challenge,
+    folders=imap_folders,
+    messages=imap_mailbox(),
+    arrival=pick((6, st.just('now')), (1, st.sampled_from(IMAP_ARRIVALS))),
+    uidnext=pick((8, st.none()), (1, st.sampled_from([b'', b'0', b'1', b'x', b'99999999999999999999', b'\xc2\xb2',
+                                                      b'-1', b'4294967296', b'\xd9\xa3']))),
+    uidvalidity=pick((6, st.just(b'1')), (1, st.sampled_from([b'', b'0', b'x', b'\xff', b'(1)']))),
+    search=pick((6, st.just('honest')), (1, st.sampled_from(['all', 'star']))),
+    fetch=pick((6, st.just('literal')), (1, st.sampled_from(IMAP_FETCH_FORMS))),
+    literal=pick((12, st.just(0)), (1, st.sampled_from([-1, -10, 1, 2, 100, 10 ** 6]))),
+    refuse=pick((8, st.just(())), (1, st.lists(st.sampled_from(
+        ['CAPABILITY', 'STARTTLS', 'LOGIN', 'AUTHENTICATE', 'LIST', 'STATUS', 'SELECT', 'NOOP', 'UID SEARCH',
+         'UID FETCH', 'UID STORE', 'UID EXPUNGE', 'UID MOVE', 'IDLE', 'LOGOUT']), max_size=2))),
+    idle_push=imap_idle_push,
+    idle_delay=st.sampled_from([0.0, 0.05, 0.05, 0.3]),
+    idle_end=pick((6, st.just('ok')), (1, st.sampled_from(IMAP_IDLE_ENDS))),
+    quirks=pick((4, st.just(())), (1, st.lists(st.sampled_from(IMAP_QUIRKS), max_size=3))),
+    cert=st.sampled_from(CERT_KINDS),
+    echo=echo('imap'),
+)
+
+# A server that keeps to the RFCs in all it does, in the ways real ones differ: which extensions
+# it has, what its folders are called (special-use attributes or well-known names, names that
+# need quoting or modified UTF-7, other delimiters), how it orders FETCH items, untagged data it
+# adds, lower-case status words, whether the mail lands in INBOX or a junk folder and whether
+# SEARCH sees it at once. A round trip against it must succeed.
+PLAIN_FOLDER_SETS = [
+    list(IMAP_FOLDERS),
+    [(b'\\HasNoChildren', b'INBOX'), (b'\\HasNoChildren', b'Spam'), (b'\\HasNoChildren', b'Trash')],
+    [(b'\\HasChildren', b'INBOX'), (b'\\HasNoChildren \\Junk', b'INBOX.Junk'), (b'\\HasNoChildren \\Trash', b'INBOX.Trash')],
+    [(b'', b'INBOX'), (b'\\Junk', b'Junk E-mail'), (b'\\Trash', b'Deleted Items')],
+    [(b'', b'INBOX'), (b'\\Junk', b'Ind&AOk-sirables'), (b'\\Trash', b'Corbeille')],
+    [(b'', b'INBOX'), (b'\\Junk', b'Junk'), (b'\\Trash', b'Papierkorb &- Archiv')],
+    [(b'', b'INBOX')],
+]
+PLAIN_CAPABILITIES = [b'AUTH=PLAIN', b'AUTH=CRAM-MD5', b'SASL-IR', b'IDLE', b'UIDPLUS', b'MOVE', b'SPECIAL-USE',
+                      b'LITERAL+', b'ID', b'NAMESPACE', b'ENABLE', b'CONDSTORE']
+
+
+@st.composite
+def plain_imap_mailbox(draw, folders):
+    """Others' mail and earlier probes' leftovers, and the probe's own mail (one copy, maybe
+    two) with the next UID in INBOX or in a junk folder of the server's."""
+    names = [name for _attrs, name in folders]
+    junk = [name for attrs, name in folders if b'\\Junk' in attrs.split()] or [n for n in names if n in (b'Junk', b'Spam')]
+    messages = [ImapMessage(uid, draw(imap_foreign), folder=draw(st.sampled_from(names)))
+                for uid in draw(st.lists(st.integers(1, 40), max_size=4, unique=True))]
+    folder = draw(st.sampled_from([b'INBOX'] * 3 + junk))
+    top = max([m.uid for m in messages if m.folder == folder] + [0])
+    for copy in range(draw(st.sampled_from([1, 1, 1, 2]))):
+        messages.append(ImapMessage(top + 1 + copy, OURS[0], folder=folder, arrives=True))
+    return messages
+
+
+@st.composite
+def plain_imap_persona(draw):
+    folders = draw(st.sampled_from(PLAIN_FOLDER_SETS))
+    capabilities = draw(some_of(PLAIN_CAPABILITIES, st.sampled_from([b'UNSELECT', b'QUOTA', b'CHILDREN'])))
+    return ImapPersona(
+        greeting='OK', caps_in_greeting=draw(st.booleans()), capabilities=[b'STARTTLS'] + capabilities,
+        folders=folders, messages=draw(plain_imap_mailbox(folders)), arrival=draw(st.sampled_from(['now', 'late'])),
+        search=draw(st.sampled_from(['honest', 'star'])),
+        fetch=draw(st.sampled_from(['literal', 'literal-first', 'extras'])),
+        quirks=draw(st.lists(st.sampled_from(['alert', 'exists-always', 'lowercase', 'caps-code']), max_size=2)),
+    )
+
+
 # -- steps and scripts --------------------------------------------------------------------
 delay = st.sampled_from([0.0, 0.0, 0.0, 0.0, 0.0, 0.01, 0.05, 0.25])
 split = st.sampled_from([0, 0, 0, 1, 3, 8])
@@ -389,3 +670,23 @@ def script(draw, replies, max_steps=30):
 
 smtp_script = script(smtp_explicit)
 pop3_script = script(pop3_explicit)
+# Mutations where the dialogue is: imap_check's has some 6 server turns (greeting, CAPABILITY,
+# STARTTLS, the login, STATUS, LOGOUT), a round trip's one connection some 20 to the first checks
+# (three lines each) and the deletion.
+IMAP_COMMANDS = [moment for moment in MOMENTS['imap'] if moment not in ('greeting', 'PUSH')]
+
+
+@st.composite
+def imap_script(draw, max_steps, commands=IMAP_COMMANDS):
+    """script() with, two times in three, one or two explicit steps aimed at commands (the answer
+    to UID FETCH, to DONE, ...) wherever in the dialogue they come."""
+    steps = draw(script(imap_explicit, max_steps))
+    steps.at = draw(pick((1, st.just({})), (2, st.dictionaries(st.sampled_from(commands), explicit_step(imap_explicit),
+                                                               min_size=1, max_size=2))))
+    return steps
+
+
+# imap_check sends these (besides IDLE, SELECT and the UID commands of a round trip).
+imap_check_script = imap_script(max_steps=8, commands=['CAPABILITY', 'STARTTLS', 'LOGIN', 'AUTHENTICATE', 'AUTH-ANSWER',
+                                                       'LIST', 'STATUS', 'LOGOUT'])
+imap_roundtrip_script = imap_script(max_steps=24)

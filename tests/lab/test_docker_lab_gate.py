@@ -22,10 +22,10 @@ def test_gate_against_postfix_and_dovecot(docker_lab, ports, accounts, source_co
     checks = [
         {"name": "submission", "type": "smtp",
          "options": dict(login, host=host, port=ports["submission"], tls_mode="starttls", smtp_auth="password")},
-        {"name": "pop3s", "type": "pop3", "options": dict(login, host=host, port=ports["pop3s"], tls_mode="tls",
-                                                           pop3_auth="apop")},
-        {"name": "imaps", "type": "imap", "options": dict(login, host=host, port=ports["imaps"], tls_mode="tls",
-                                                           imap_auth="password", folders=["Junk"])},
+        {"name": "pop3s", "type": "pop3",
+         "options": dict(login, host=host, port=ports["pop3s"], tls_mode="tls", pop3_auth="apop")},
+        {"name": "imaps", "type": "imap",
+         "options": dict(login, host=host, port=ports["imaps"], tls_mode="tls", imap_auth="password", folders=["Junk"])},
         {"name": "round trip imap", "type": "roundtrip", "options": {
             "smtp_host": host, "smtp_port": ports["smtp"], "smtp_tls_mode": "starttls", "mail_from": "monitor@" + domain,
             "mail_to": rt["address"], "receive_protocol": "imap", "imap_host": host, "imap_port": ports["imaps"],
