@@ -36,6 +36,8 @@ IDLE_FROM = 1.0
 DONE_GRACE = 2.0
 _STATUS_ITEMS = ('MESSAGES', 'UNSEEN', 'UIDNEXT', 'UIDVALIDITY')
 _LITERAL = re.compile(r'\{(\d+)\+?\}$')
+# Deepest parenthesised list a response may hold (real ones nest a few levels: BODYSTRUCTURE).
+MAX_NESTING = 32
 _STATUS_WORDS = ('OK', 'NO', 'BAD', 'BYE', 'PREAUTH')
 
 
@@ -55,6 +57,8 @@ def tokenize(text, literals):
         if c == ' ':
             i += 1
         elif c == '(':
+            if len(stack) > MAX_NESTING:
+                raise ValueError('parentheses nested more than %d deep' % MAX_NESTING)
             stack.append([])
             i += 1
         elif c == ')':

@@ -276,3 +276,10 @@ def test_batch_of_imap_probes(lab, capsys):
         'alice@127.0.0.1:%d' % lab.ports['imap'], 'bob@127.0.0.1:%d' % lab.ports['imap'],
         'alice@127.0.0.1:%d' % lab.ports['imap']]
     assert lab.store.messages('alice') == [] and lab.store.messages('bob') == []
+
+
+def test_tokenize_refuses_deep_nesting():
+    """A hostile server's thousands of parentheses are a malformed response, not a RecursionError."""
+    with pytest.raises(ValueError):
+        tokenize('CAPABILITY ' + '(' * 5000 + ')' * 5000, [])
+    assert tokenize('X ' + '(' * 10 + ')' * 10, [])[0] == 'X'
