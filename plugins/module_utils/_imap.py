@@ -438,8 +438,10 @@ class ImapClient(Client):
                 items = data[2]
                 values = dict((str(items[i]).upper(), items[i + 1]) for i in range(0, len(items) - 1, 2))
                 uid, header = values.get('UID'), values.get('BODY[HEADER]')
-                if is_number(str(uid)) and header is not None:
+                if is_number(str(uid)) and isinstance(header, str):
                     found[int(uid)] = header.replace('\r\n', '\n').split('\n')
+                elif header is not None:
+                    raise self.session.error('retrieve', 'malformed FETCH answer: BODY[HEADER] is not a string')
         return found
 
     def delete(self, uids, trash=None):

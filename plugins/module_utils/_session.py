@@ -270,7 +270,11 @@ class Session:
         """A line if one arrives within seconds (and the deadline), else None: waiting for a
         server push (IMAP IDLE) without failing when none comes."""
         until = min(time.monotonic() + seconds, self.deadline)
+        keep = 4 * (MAX_LINE + self.secrets.longest)
         while self._buffer.find(b'\n') < 0:
+            if len(self._buffer) > keep:
+                # As read_line does: keep the start of an over-long line, drop the rest.
+                self._buffer = self._buffer[:keep]
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return None

@@ -16,7 +16,8 @@ def pytest_terminal_summary(terminalreporter):
             # How deep the IMAP dialogues got ('reached UID FETCH=...') on a line of its own.
             depth = dict((key[len('reached '):], count) for key, count in stats.items() if key.startswith('reached '))
             outcomes = dict((key, count) for key, count in stats.items() if not key.startswith('reached '))
-            terminalreporter.write_line('  %s: %s' % (name, ', '.join('%s=%s' % item for item in sorted(outcomes.items()))))
+            terminalreporter.write_line('  %s: %s' % (name, ', '.join(
+                '%s=%s' % (key, round(value, 2) if isinstance(value, float) else value) for key, value in sorted(outcomes.items()))))
             if depth:
                 terminalreporter.write_line('    examples that reached: %s' % ', '.join(
                     '%s=%d' % (verb, depth[verb]) for verb in IMAP_DEPTH if verb in depth))

@@ -1232,6 +1232,9 @@ class HostileServer:
                 continue
             except OSError:
                 return
+            # Each reply goes out as written: with Nagle, an answer written in parts (the three of a
+            # pipelined IMAP check) waits for the client's delayed ACK, some 40 ms a check.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 index = min(self.connections, len(self.scripts) - 1)
                 script = self.scripts[index]

@@ -494,7 +494,46 @@ imap_secret_reply = st.one_of(
     straddle('imap', [b'@TAG@ NO ', b'@TAG@ OK ', b'* OK ', b'* BYE ', b'+ ', b'* CAPABILITY ', b'', b'* SEARCH ']),
     straddle('imap', [b'* OK ', b'* NO ', b'* CAPABILITY '], then=[b'@TAG@ OK done\r\n', b'@TAG@ NO no\r\n']),
 )
-imap_explicit = pick((4, imap_plausible), (2, imap_status()), (2, imap_data()), (1, imap_literal_lie), (2, imap_nest),
+# BODY[HEADER] as a FETCH answer may give it, and as it must not.
+imap_header_value = st.one_of(
+    st.sampled_from([OUR_HEADER, b'X: y\r\n\r\n', b'']).flatmap(
+        lambda data: st.sampled_from([0, 0, 0, -1, 1]).map(lambda delta: literal(data, delta))),
+    st.sampled_from([b'NIL', b'""', b'"X-Mailops-Roundtrip: @TOKEN@"', b'(X-Mailops-Roundtrip @TOKEN@)', b'()',
+                     b'((a) b)', b'X-Mailops-Roundtrip:@TOKEN@', b'42', b'{', b'"\\"', b'BODY[HEADER]']),
+    imap_value,
+)
+
+
+@st.composite
+def imap_fetch_reply(draw):
+    """An answer to UID FETCH: usually the UID and BODY[HEADER] among other items, in any order,
+    some missing or twice; BODY[HEADER] as a literal, NIL, a quoted string, a list, an atom or a
+    number; UIDs right or not."""
+    items = ['uid', 'header'] + draw(st.lists(st.sampled_from(['uid', 'header', 'flags', 'size', 'stray']),
+                                              max_size=3))
+    items = [item for item in draw(st.permutations(items)) if draw(st.sampled_from([True] * 7 + [False]))]
+    parts = []
+    for item in items:
+        if item == 'uid':
+            parts.append(b'UID ' + draw(pick((4, st.just(b'@UID@')),
+                                             (1, st.sampled_from([b'0', b'x', b'NIL', b'(1)', b'\xc2\xb2'])))))
+        elif item == 'header':
+            parts.append(draw(pick((4, st.just(b'BODY[HEADER]')),
+                                   (1, st.sampled_from([b'body[header]', b'BODY[HEADER]<0>', b'BODY.PEEK[HEADER]',
+                                                        b'RFC822.HEADER']))))
+                         + b' ' + draw(imap_header_value))
+        elif item == 'flags':
+            parts.append(b'FLAGS (\\Seen \\Recent)')
+        elif item == 'size':
+            parts.append(b'RFC822.SIZE 120')
+        else:
+            parts.append(draw(imap_value))
+    line = b'* ' + draw(st.sampled_from([b'1', b'1', b'0', b'x'])) + b' FETCH (' + b' '.join(parts) + b')'
+    return line + CRLF + draw(st.sampled_from([b'@TAG@ OK done\r\n', b'@TAG@ OK done\r\n', b'']))
+
+
+imap_explicit = pick((4, imap_plausible), (2, imap_status()), (2, imap_data()), (2, imap_fetch_reply()),
+                     (1, imap_literal_lie), (2, imap_nest),
                      (1, imap_long), (1, garbage), (2, imap_secret_reply))
 
 imap_capability = st.one_of(
@@ -533,7 +572,7 @@ def imap_mailbox(draw):
     next UID of its folder, usually INBOX) among others, a mailbox where it never arrives, or
     anything."""
     # A mail that never shows costs a whole max_trip_time: rarer than over POP3.
-    kind = draw(st.sampled_from(['ours'] * 9 + ['never', 'anything', 'anything']))
+    kind = draw(st.sampled_from(['ours'] * 16 + ['never', 'anything', 'anything', 'anything']))
     messages = []
     for uid in draw(st.lists(st.integers(1, 40), max_size=4, unique=True)):
         messages.append(ImapMessage(uid, draw(headers if kind == 'anything' else imap_foreign),
@@ -542,7 +581,7 @@ def imap_mailbox(draw):
     if kind == 'ours' or (kind == 'anything' and draw(st.booleans())):
         folder = draw(pick((9, st.just(b'INBOX')), (1, st.sampled_from(OTHER_FOLDERS))))
         top = max([m.uid for m in messages if m.folder == folder] + [0])
-        offset = draw(pick((8, st.just(0)), (1, st.integers(-3, 10 ** 6))))
+        offset = draw(pick((15, st.just(0)), (1, st.integers(-3, 10 ** 6))))
         for copy in range(draw(st.sampled_from([1, 1, 1, 2]))):
             messages.append(ImapMessage(max(1, top + 1 + offset + copy), OURS[0], folder=folder, arrives=True))
     return messages
@@ -571,11 +610,11 @@ imap_persona = st.builds(
     folders=imap_folders,
     messages=imap_mailbox(),
     arrival=pick((6, st.just('now')), (1, st.sampled_from(IMAP_ARRIVALS))),
-    uidnext=pick((8, st.none()), (1, st.sampled_from([b'', b'0', b'1', b'x', b'99999999999999999999', b'\xc2\xb2',
+    uidnext=pick((12, st.none()), (1, st.sampled_from([b'', b'0', b'1', b'x', b'99999999999999999999', b'\xc2\xb2',
                                                       b'-1', b'4294967296', b'\xd9\xa3']))),
     uidvalidity=pick((6, st.just(b'1')), (1, st.sampled_from([b'', b'0', b'x', b'\xff', b'(1)']))),
     search=pick((6, st.just('honest')), (1, st.sampled_from(['all', 'star']))),
-    fetch=pick((6, st.just('literal')), (1, st.sampled_from(IMAP_FETCH_FORMS))),
+    fetch=pick((3, st.just('literal')), (1, st.sampled_from(IMAP_FETCH_FORMS))),
     literal=pick((12, st.just(0)), (1, st.sampled_from([-1, -10, 1, 2, 100, 10 ** 6]))),
     refuse=pick((8, st.just(())), (1, st.lists(st.sampled_from(
         ['CAPABILITY', 'STARTTLS', 'LOGIN', 'AUTHENTICATE', 'LIST', 'STATUS', 'SELECT', 'NOOP', 'UID SEARCH',
@@ -673,7 +712,17 @@ pop3_script = script(pop3_explicit)
 # Mutations where the dialogue is: imap_check's has some 6 server turns (greeting, CAPABILITY,
 # STARTTLS, the login, STATUS, LOGOUT), a round trip's one connection some 20 to the first checks
 # (three lines each) and the deletion.
+# The commands a step can be aimed at; a round trip's mailbox commands twice as often.
 IMAP_COMMANDS = [moment for moment in MOMENTS['imap'] if moment not in ('greeting', 'PUSH')]
+IMAP_COMMANDS += [command for command in IMAP_COMMANDS if command.startswith('UID') or command in ('IDLE', 'DONE')]
+
+
+def aimed_reply(command):
+    """An explicit reply for command: for UID FETCH mostly an answer in its shape (whose parts a
+    client looks into), else anything."""
+    if command == 'UID FETCH':
+        return pick((3, imap_fetch_reply()), (1, imap_explicit))
+    return imap_explicit
 
 
 @st.composite
@@ -681,8 +730,9 @@ def imap_script(draw, max_steps, commands=IMAP_COMMANDS):
     """script() with, two times in three, one or two explicit steps aimed at commands (the answer
     to UID FETCH, to DONE, ...) wherever in the dialogue they come."""
     steps = draw(script(imap_explicit, max_steps))
-    steps.at = draw(pick((1, st.just({})), (2, st.dictionaries(st.sampled_from(commands), explicit_step(imap_explicit),
-                                                               min_size=1, max_size=2))))
+    if draw(pick((1, st.just(False)), (2, st.just(True)))):
+        aimed = draw(st.lists(st.sampled_from(commands), min_size=1, max_size=2, unique=True))
+        steps.at = dict((command, draw(explicit_step(aimed_reply(command)))) for command in aimed)
     return steps
 
 

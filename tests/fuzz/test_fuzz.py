@@ -25,7 +25,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 
 from ansible_collections.mailops.health.plugins.module_utils._imap import DONE_GRACE, IDLE_FROM, imap_check
@@ -36,11 +36,12 @@ from ansible_collections.mailops.health.plugins.module_utils._smtp import smtp_c
 from lab.embedded.certs import LabCerts
 
 from hostile_server import (
-    IMAP_DEPTH, RUN, STALL_CAP, STATS, HostileServer, Script, SmtpPersona, apop_digest, cram_response, secret_forms,
+    AUTO, CRLF, IMAP_DEPTH, RUN, STALL_CAP, STATS, HostileServer, ImapMessage, ImapPersona, Nest, Script, SmtpPersona,
+    Step, apop_digest, cram_response, secret_forms,
 )
 from hostile_strategies import (
-    imap_check_script, imap_persona, imap_roundtrip_script, mostly, pick, plain_imap_persona, pop3_persona, pop3_script,
-    smtp_persona, smtp_script,
+    OURS, imap_check_script, imap_persona, imap_roundtrip_script, mostly, pick, plain_imap_persona, pop3_persona,
+    pop3_script, smtp_persona, smtp_script,
 )
 
 TOTAL = int(os.environ.get('FUZZ_EXAMPLES') or 500)
@@ -132,9 +133,9 @@ def servers(certs):
         server.close()
 
 
-def common_params(draw):
+def common_params(draw, timeouts=(1, 1, 1, 2)):
     return dict(
-        timeout=draw(st.sampled_from([1, 1, 1, 2])),
+        timeout=draw(st.sampled_from(timeouts)),
         validate_certs=draw(st.booleans()),
         allow_cleartext_auth=True,
         transcript=True,
@@ -187,6 +188,8 @@ def roundtrip_case(draw):
             draw(pop3_persona), draw(st.lists(st.one_of(clean, pop3_script), min_size=1, max_size=3)))
 
 
+# A reply that never completes costs the client its timeout: mostly 1 s over IMAP.
+IMAP_TIMEOUTS = (1, 1, 1, 1, 1, 2)
 imap_mechanisms = pick((3, st.just('auto')), (1, st.sampled_from(['plain', 'login', 'cram-md5'])))
 # A third of the time the persona keeps to the RFCs, so what the script sends decides alone.
 any_imap_persona = pick((2, imap_persona), (1, plain_imap_persona()))
@@ -194,7 +197,7 @@ any_imap_persona = pick((2, imap_persona), (1, plain_imap_persona()))
 
 @st.composite
 def imap_case(draw):
-    params = common_params(draw)
+    params = common_params(draw, IMAP_TIMEOUTS)
     params.update(host='127.0.0.1', tls_mode=draw(tls_modes), imap_auth=draw(mostly('password', 'none')),
                   auth_mechanism=draw(imap_mechanisms), username=IMAP_USERNAME,
                   password=IMAP_PASSWORD, folder=draw(pick((3, st.just('INBOX')), (1, st.sampled_from(['Junk', 'Entw\u00fcrfe', 'a&b'])))),
@@ -205,15 +208,15 @@ def imap_case(draw):
 
 # How a round trip over IMAP paces its checks: quickly (every wait under IDLE_FROM, so checks
 # only), or slowly enough to wait in IDLE (the waits grow to connection_interval 1 s; the first
-# IDLE starts about 1 s after the send).
+# IDLE starts some 1.6 s after the send, within max_trip_time 3 s).
 FAST, SLOW = (0.05, 1), (1, 3)
 
 
 @st.composite
 def imap_roundtrip_case(draw):
-    params = common_params(draw)
-    # Slow pacing costs 1.3 to 4 s an example: one in thirty.
-    interval, max_trip_time = draw(pick((29, st.just(FAST)), (1, st.just(SLOW))))
+    params = common_params(draw, IMAP_TIMEOUTS)
+    # Slow pacing costs 1.6 to 4.6 s an example: one in twenty.
+    interval, max_trip_time = draw(pick((19, st.just(FAST)), (1, st.just(SLOW))))
     params.update(
         smtp_host='127.0.0.1', smtp_tls_mode=draw(tls_modes), smtp_auth=draw(st.sampled_from(['none', 'password'])),
         auth_mechanism=draw(st.sampled_from(['auto', 'plain', 'login', 'cram-md5'])), smtp_username=USERNAME,
@@ -339,7 +342,7 @@ def _count(stats, outcome, elapsed, budget, lifetimes):
     stats['over budget'] = stats.get('over budget', 0) + (elapsed > budget)
     stats['max s'] = round(max(elapsed, stats.get('max s', 0)), 2)
     stats['max connection s'] = round(max(lifetimes + [stats.get('max connection s', 0)]), 2)
-    stats['total s'] = round(stats.get('total s', 0) + elapsed, 1)
+    stats['total s'] = stats.get('total s', 0) + elapsed  # rounded when shown: most examples take milliseconds
 
 
 @seed(SEED)
@@ -383,9 +386,30 @@ def test_mail_roundtrip_against_hostile_servers(servers, certs, case):
              params['timeout'], SECRETS, apop=params['pop3_auth'] == 'apop')
 
 
+# What the IMAP fuzzing found, run every time as well (Hypothesis may not draw them again): the
+# options of a plain example, and the server.
+PLAIN_IMAP_CHECK = dict(timeout=1, validate_certs=True, allow_cleartext_auth=True, transcript=True, warning_ms=None,
+                        critical_ms=None, host='127.0.0.1', tls_mode='starttls', imap_auth='password',
+                        auth_mechanism='auto', username=IMAP_USERNAME, password=IMAP_PASSWORD, folder='INBOX',
+                        folders=None)
+PLAIN_IMAP_ROUNDTRIP = dict(
+    timeout=1, validate_certs=True, allow_cleartext_auth=True, transcript=True, warning_ms=None, critical_ms=None,
+    smtp_host='127.0.0.1', smtp_tls_mode='starttls', smtp_auth='password', auth_mechanism='auto',
+    smtp_username=USERNAME, smtp_password=SMTP_PASSWORD, helo='probe.fuzz.test', mail_from='monitor@fuzz.test',
+    mail_to='bob@fuzz.test', receive_protocol='imap', imap_host='127.0.0.1', imap_tls_mode='starttls',
+    imap_username=IMAP_USERNAME, imap_password=IMAP_PASSWORD, imap_auth_mechanism='auto', imap_folder='INBOX',
+    junk_folders=None, junk='warn', subject_prefix='[health]', connection_interval=FAST[0], max_trip_time=FAST[1],
+    cleanup_stale=False)
+OUR_MAIL = [ImapMessage(1, OURS[0], arrives=True)]
+PLAIN = Script([], 'auto')
+
+
 @seed(SEED)
 @settings(max_examples=IMAP_EXAMPLES, **FUZZ_SETTINGS)
 @given(case=imap_case())
+# Parentheses nested deeper than the recursion limit: a RecursionError (fixed in 6136144).
+@example(case=(
+    PLAIN_IMAP_CHECK, ImapPersona(), Script([AUTO], at={'STATUS': Step(Nest(b'* ', 5000, tail=CRLF + b'@TAG@ OK\r\n'))})))
 def test_imap_check_against_hostile_server(servers, certs, case):
     imap = servers[2]
     params, persona, script = case
@@ -398,6 +422,8 @@ def test_imap_check_against_hostile_server(servers, certs, case):
 @seed(SEED)
 @settings(max_examples=IMAP_ROUNDTRIP_EXAMPLES, **FUZZ_SETTINGS)
 @given(case=imap_roundtrip_case())
+# BODY[HEADER] answered as a parenthesized list: an AttributeError in ImapClient.headers().
+@example(case=(PLAIN_IMAP_ROUNDTRIP, False, SmtpPersona(), PLAIN, ImapPersona(fetch='list', messages=OUR_MAIL), PLAIN))
 def test_mail_roundtrip_over_imap_against_hostile_servers(servers, certs, case):
     smtp, _pop3, imap = servers
     params, check_mode, smtp_who, smtp_steps, imap_who, imap_steps = case
@@ -419,7 +445,7 @@ def imap_roundtrip_budget(params):
 
 @st.composite
 def plausible_imap_case(draw):
-    params = common_params(draw)
+    params = common_params(draw, IMAP_TIMEOUTS)
     params.update(
         validate_certs=True, smtp_host='127.0.0.1', smtp_tls_mode=draw(tls_modes), smtp_auth='password',
         auth_mechanism='auto', smtp_username=USERNAME, smtp_password=SMTP_PASSWORD, helo='probe.fuzz.test',
@@ -433,6 +459,9 @@ def plausible_imap_case(draw):
 @seed(SEED)
 @settings(max_examples=PLAUSIBLE_IMAP_EXAMPLES, **FUZZ_SETTINGS)
 @given(case=plausible_imap_case())
+# A junk folder whose name needs modified UTF-7: it was encoded twice (fixed in e8c9fe9).
+@example(case=(PLAIN_IMAP_ROUNDTRIP, ImapPersona(folders=[(b'', b'INBOX'), (b'\\Junk', b'Ind&AOk-sirables')],
+                                                 messages=[ImapMessage(1, OURS[0], folder=b'Ind&AOk-sirables', arrives=True)])))
 def test_mail_roundtrip_over_imap_against_plausible_servers(servers, certs, case):
     smtp, _pop3, imap = servers
     params, persona = case

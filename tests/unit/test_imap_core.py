@@ -283,3 +283,32 @@ def test_tokenize_refuses_deep_nesting():
     with pytest.raises(ValueError):
         tokenize('CAPABILITY ' + '(' * 5000 + ')' * 5000, [])
     assert tokenize('X ' + '(' * 10 + ')' * 10, [])[0] == 'X'
+
+
+def test_a_line_streamed_without_end_during_idle_stays_bounded(lab):
+    """A server that streams bytes without a line end while the client waits in IDLE cannot grow
+    the client's buffer without bound."""
+    import socket
+
+    from ansible_collections.mailops.health.plugins.module_utils._probe import Secrets
+    from ansible_collections.mailops.health.plugins.module_utils._session import MAX_LINE, Session
+    a, b = socket.socketpair()
+    session = Session('imap', '127.0.0.1', 1, 5, None, secrets=Secrets())
+    session.sock = a
+    session.extend(5)
+    stop = threading.Event()
+
+    def flood():
+        try:
+            while not stop.is_set():
+                b.sendall(b'x' * 65536)
+        except OSError:
+            pass
+    threading.Thread(target=flood, daemon=True).start()
+    try:
+        assert session.wait_line('search', 1.0) is None
+        assert len(session._buffer) <= 4 * MAX_LINE + 65536
+    finally:
+        stop.set()
+        a.close()
+        b.close()
