@@ -73,11 +73,41 @@ options:
         a flapping service shows. V(false) makes it V(up).
     type: bool
     default: true
+  address_family:
+    description:
+      - Which addresses of the host to connect to, as C(check_tcp -4/-6) and C(swaks -4/-6) choose.
+      - V(any) tries every address the name resolves to, in the resolver's order.
+    type: str
+    choices: [any, ipv4, ipv6]
+    default: any
+  source_address:
+    description:
+      - The local IPv4 or IPv6 address to connect from, for a probe host with several addresses (C(swaks --local-interface),
+        C(curl --interface)). Only addresses of its family are tried.
+      - An address this host does not have fails at stage C(connect).
+    type: str
+  tls_min_version:
+    description:
+      - The oldest TLS version to accept. A server that offers only older versions fails at stage C(tls), saying so.
+      - Default is what Python and OpenSSL on the managed node allow.
+    type: str
+    choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
+  cert_warning_days:
+    description:
+      - When a server certificate seen by the check ends in fewer than this many days, the result has
+        RV(status=warning) and a warning names the certificate, as C(check_smtp -D) does.
+      - Applies to every TLS connection of the check (both sides of a round trip), also with O(validate_certs=false).
+    type: int
+  cert_critical_days:
+    description:
+      - When a server certificate ends in fewer than this many days, the check fails at stage C(certificate).
+    type: int
 notes:
-  - Failures carry a machine-readable C(stage) (V(input), V(resolve), V(connect), V(banner), V(tls), V(helo), V(auth),
-    V(mail_from), V(rcpt), V(data), V(login), V(stat), V(folders), V(select), V(search), V(retrieve), V(delete),
-    V(quit), V(timeout), V(junk), V(threshold)) and a message naming the protocol, host and port and what the server
-    said.
+  - Failures carry a machine-readable C(stage) (V(input), V(resolve), V(connect), V(banner), V(tls), V(certificate),
+    V(helo), V(auth), V(mail_from), V(rcpt), V(data), V(login), V(stat), V(folders), V(select), V(search),
+    V(retrieve), V(delete), V(quit), V(timeout), V(bounced), V(junk), V(authentication), V(expectation),
+    V(threshold)) and a message naming the protocol, host and port and what the server said, with a hint where the
+    probe can tell the likely cause (a STARTTLS mode against an implicit-TLS port, and the reverse).
   - Every string option is checked before anything is sent; a control character (CR, LF, NUL, ...) or a Unicode line
     separator fails at stage C(input) naming the option (see C(docs/security.md)).
   - Passwords are C(no_log). Ansible masks every occurrence of a C(no_log) value in the output, so a password that is
@@ -111,6 +141,12 @@ options:
         answers in plaintext.
     type: str
     choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+  tls_server_name:
+    description:
+      - The name sent in TLS SNI and checked against the certificate, when it differs from O(host)
+        (one node of a cluster checked by its address while the certificate names the service).
+      - Default is O(host).
+    type: str
   username:
     description:
       - Account name to log in with.

@@ -14,9 +14,9 @@ from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAU
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import (
     DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME, JUNK_POLICIES, RECEIVE_PROTOCOLS,
 )
-from ansible_collections.mailops.health.plugins.module_utils._session import TLS_MODES
+from ansible_collections.mailops.health.plugins.module_utils._session import ADDRESS_FAMILIES, TLS_MODES, TLS_VERSIONS
 from ansible_collections.mailops.health.plugins.module_utils._smtp import (
-    AUTH_MECHANISMS, DEFAULT_BODY, DEFAULT_SUBJECT, SMTP_AUTH,
+    AUTH_MECHANISMS, DEFAULT_BODY, DEFAULT_SUBJECT, EXPECT_STAGES, EXPECTATIONS, SMTP_AUTH,
 )
 
 
@@ -33,6 +33,11 @@ def common():
         retries=dict(type='int', default=0),
         retry_delay=dict(type='float', default=DEFAULT_RETRY_DELAY),
         retry_warning=dict(type='bool', default=True),
+        address_family=dict(type='str', choices=list(ADDRESS_FAMILIES), default='any'),
+        source_address=dict(type='str'),
+        tls_min_version=dict(type='str', choices=list(TLS_VERSIONS)),
+        cert_warning_days=dict(type='int'),
+        cert_critical_days=dict(type='int'),
     )
 
 
@@ -42,6 +47,7 @@ def endpoint(prefix='', tls_default='tls'):
         host=dict(type='str', required=True),
         port=dict(type='int'),
         tls_mode=dict(type='str', choices=list(TLS_MODES), default=tls_default),
+        tls_server_name=dict(type='str'),
         username=dict(type='str'),
         password=dict(type='str', no_log=True),
     )
@@ -51,7 +57,7 @@ def endpoint(prefix='', tls_default='tls'):
 def smtp_auth(prefix=''):
     """SMTP AUTH choice; with smtp_auth=password the credentials are required."""
     spec = dict(smtp_auth=dict(type='str', choices=list(SMTP_AUTH), default='none'),
-                auth_mechanism=dict(type='str', choices=list(AUTH_MECHANISMS), default='auto'),
+                auth_mechanism=dict(type='list', elements='str', choices=list(AUTH_MECHANISMS), default=['auto']),
                 helo=dict(type='str'))
     required_if = [('smtp_auth', 'password', (prefix + 'username', prefix + 'password'))]
     return spec, required_if
@@ -70,12 +76,15 @@ def smtp_check_spec():
     spec.update(auth_spec)
     spec.update(
         send_mail=dict(type='bool', default=False),
+        expect=dict(type='str', choices=list(EXPECTATIONS), default='accept'),
+        expect_stage=dict(type='str', choices=list(EXPECT_STAGES)),
         mail_from=dict(type='str'),
         mail_to=dict(type='list', elements='str'),
         subject=dict(type='str', default=DEFAULT_SUBJECT),
         body=dict(type='str', default=DEFAULT_BODY),
     )
-    return spec, required_if + [('send_mail', True, ('mail_from', 'mail_to'))]
+    return spec, required_if + [('send_mail', True, ('mail_from', 'mail_to')), ('expect_stage', 'rcpt', ('mail_from', 'mail_to')),
+                                ('expect_stage', 'mail_from', ('mail_from',))]
 
 
 def pop3_check_spec():

@@ -15,7 +15,7 @@ from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import (
-    MASK, MAX_RESPONSE, Client, cleartext_guard, converse, endpoint_port,
+    MASK, MAX_RESPONSE, Client, add_hint, cleartext_guard, converse, endpoint_port,
 )
 
 POP3_AUTH = ('none', 'password', 'apop')
@@ -108,7 +108,13 @@ class Pop3Client(Client):
         return self.has('STLS') or (self.capability_list is None and self.params['tls_mode'] == 'starttls')
 
     def upgrade(self):
-        self.command('tls', 'STLS', 'STLS')
+        try:
+            self.command('tls', 'STLS', 'STLS')
+        except Refused as e:
+            if self.capability_list is None:
+                add_hint(e, 'the server knows no CAPA, so it never offered STLS: if it speaks TLS at all, it is '
+                            'probably implicit TLS on port 995 (tls_mode=tls)')
+            raise
 
     def login(self):
         method = self.params.get('pop3_auth', 'none')

@@ -24,9 +24,9 @@ import time
 # The oldest managed-node Python the core runs on (ssl.SSLCertVerificationError is 3.7).
 PYTHON_FLOOR = (3, 7)
 
-STAGES = ('input', 'resolve', 'connect', 'banner', 'tls', 'helo', 'auth', 'mail_from', 'rcpt',
-          'data', 'login', 'stat', 'folders', 'select', 'search', 'retrieve', 'delete', 'quit', 'timeout', 'junk',
-          'threshold')
+STAGES = ('input', 'resolve', 'connect', 'banner', 'tls', 'certificate', 'helo', 'auth', 'mail_from', 'rcpt',
+          'data', 'login', 'stat', 'folders', 'select', 'search', 'retrieve', 'delete', 'quit', 'timeout', 'bounced',
+          'junk', 'authentication', 'expectation', 'threshold')
 
 # Defaults written once: the argument specs (_args) and the core both use these.
 DEFAULT_TIMEOUT = 60
@@ -44,7 +44,8 @@ MAX_TEXT_LENGTH = 10 * 1024 * 1024
 TEXT_OPTIONS = ('body',)
 # The range of every number option (smtp_port and the like are ports too).
 RANGES = {'timeout': (1, 900), 'port': (1, 65535), 'max_trip_time': (1, 3600), 'connection_interval': (0.01, 600),
-          'retries': (0, MAX_RETRIES), 'retry_delay': (0, 600)}
+          'retries': (0, MAX_RETRIES), 'retry_delay': (0, 600), 'cert_warning_days': (0, 3650),
+          'cert_critical_days': (0, 3650)}
 _HOST_NAME = re.compile(r'^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
                         r'(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$')
 _ZONE = re.compile(r'^[A-Za-z0-9_.-]{1,64}$')
@@ -154,8 +155,17 @@ def check_options(params):
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, str):
                 check_text(name, item)
-        if isinstance(value, str) and (name == 'host' or name.endswith('_host')):
+        if isinstance(value, str) and (name == 'host' or name.endswith('_host') or name.endswith('tls_server_name')):
             check_host(name, value)
+        if isinstance(value, str) and name == 'source_address':
+            check_address_literal(name, value)
+
+
+def check_address_literal(name, value):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ProbeError('input', '%s must be an IPv4 or IPv6 address of this host, got %r' % (name, value))
 
 
 def validate_endpoint(params):
@@ -275,6 +285,13 @@ class Check:
         self.warnings = []
         self.transcript = [] if params.get('transcript') else None
         self.secrets = Secrets.of(params)
+        self.degraded = False
+
+    def degrade(self, message):
+        """A finding that makes the check a warning (a certificate near its end), said once."""
+        self.degraded = True
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def finish(self, result):
         """The result as the module returns it: warnings and transcript attached, every string
@@ -285,11 +302,11 @@ class Check:
         return self.secrets.scrub(result)
 
 
-def grade(result, figure, warning_ms, critical_ms, warnings):
+def grade(result, figure, warning_ms, critical_ms, warnings, degraded=False):
     """Set result['status'] from the primary figure; above critical_ms fails at stage threshold."""
     value = result.get(figure)
     # A check may have found itself degraded already (a round trip's mail in the junk folder).
-    result['status'] = 'warning' if result.get('status') == 'warning' else 'up'
+    result['status'] = 'warning' if result.get('status') == 'warning' or degraded else 'up'
     if critical_ms is not None and value is not None and value > critical_ms:
         result['status'] = 'down'
         raise ProbeError('threshold', '%s %s ms is above critical_ms %s' % (figure, value, critical_ms), result)
@@ -312,7 +329,8 @@ def run_check(params, figure, body):
     failed = []
     while True:
         try:
-            result = grade(body(check), figure, params.get('warning_ms'), params.get('critical_ms'), check.warnings)
+            result = grade(body(check), figure, params.get('warning_ms'), params.get('critical_ms'), check.warnings,
+                           check.degraded)
             break
         except ProbeError as e:
             if e.stage == 'input' or len(failed) >= retries:

@@ -49,7 +49,8 @@ FIRST_CHECK_DELAY = 0.01
 CHECK_GROWTH = 2.0
 DENSE_UNTIL = 0.02
 _TOKEN = re.compile(r'^[0-9a-f]{32}$')
-_SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth')
+_SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth', 'address_family', 'source_address',
+           'tls_min_version', 'cert_warning_days', 'cert_critical_days')
 # The receive protocols and their receivers.
 RECEIVERS = {'pop3': _pop3.Pop3Mailbox, 'imap': _imap.ImapMailbox}
 RECEIVE_PROTOCOLS = ('pop3', 'imap')
@@ -59,7 +60,7 @@ JUNK_POLICIES = ('ok', 'warn', 'fail')
 def side(params, prefix, extra=()):
     """The options of one side (smtp_* or pop3_*) in the shape the single-protocol core takes."""
     one = dict((key, params.get(key)) for key in _SHARED + tuple(extra))
-    for key in ('host', 'port', 'tls_mode', 'username', 'password'):
+    for key in ('host', 'port', 'tls_mode', 'tls_server_name', 'username', 'password'):
         one[key] = params.get('%s_%s' % (prefix, key))
     return one
 

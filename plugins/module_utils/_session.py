@@ -30,6 +30,10 @@ IMPLICIT_TLS_MODES = ('tls', 'tls_if_available')
 STARTTLS_MODES = ('starttls', 'starttls_if_available')
 # (implicit TLS port, plaintext/STARTTLS port) by protocol.
 DEFAULT_PORTS = {'smtp': (465, 25), 'pop3': (995, 110), 'imap': (993, 143)}
+# address_family: what getaddrinfo is asked for.
+ADDRESS_FAMILIES = {'any': socket.AF_UNSPEC, 'ipv4': socket.AF_INET, 'ipv6': socket.AF_INET6}
+# tls_min_version: the oldest protocol version the client accepts (default: what Python and OpenSSL allow).
+TLS_VERSIONS = ('TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3')
 
 MASK = Secrets.MASK
 # Longest line kept (RFC 5322 allows 998 octets; longer ones are cut, not fatal, so one broken
@@ -43,27 +47,42 @@ MAX_RESPONSE = 16 * 1024 * 1024
 _NOT_TLS_REASONS = frozenset(('WRONG_VERSION_NUMBER', 'RECORD_LAYER_FAILURE', 'PACKET_LENGTH_TOO_LONG',
                               'UNKNOWN_PROTOCOL', 'HTTP_REQUEST', 'UNEXPECTED_RECORD'))
 
+# OpenSSL reasons of a handshake that found no protocol version both sides accept.
+_VERSION_REASONS = frozenset(('UNSUPPORTED_PROTOCOL', 'TLSV1_ALERT_PROTOCOL_VERSION', 'NO_PROTOCOLS_AVAILABLE',
+                              'WRONG_SSL_VERSION', 'VERSION_TOO_LOW', 'VERSION_TOO_HIGH'))
+
 _DN_NAMES = {'commonName': 'CN', 'organizationName': 'O', 'organizationalUnitName': 'OU',
              'countryName': 'C', 'localityName': 'L', 'stateOrProvinceName': 'ST',
              'emailAddress': 'emailAddress', 'domainComponent': 'DC'}
 
 
 @functools.lru_cache(maxsize=16)
-def ssl_context(validate_certs=True, ca_path=None):
+def ssl_context(validate_certs=True, ca_path=None, tls_min_version=None):
     """An explicit client context: verification on unless asked otherwise. With ca_path, only
-    that CA bundle (file or directory) is trusted. Cached: loading a CA bundle costs tens of
-    milliseconds, once per process instead of once per connection."""
+    that CA bundle (file or directory) is trusted; with tls_min_version (one of TLS_VERSIONS),
+    no older protocol is spoken. Cached: loading a CA bundle costs tens of milliseconds, once
+    per process instead of once per connection."""
     if not validate_certs:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    try:
-        if ca_path and os.path.isdir(ca_path):
-            return ssl.create_default_context(capath=ca_path)
-        return ssl.create_default_context(cafile=ca_path or None)
-    except (OSError, ssl.SSLError, ValueError) as e:
-        raise ProbeError('input', 'cannot load ca_path %s: %s' % (ca_path, e))
+    else:
+        try:
+            if ca_path and os.path.isdir(ca_path):
+                context = ssl.create_default_context(capath=ca_path)
+            else:
+                context = ssl.create_default_context(cafile=ca_path or None)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise ProbeError('input', 'cannot load ca_path %s: %s' % (ca_path, e))
+    if tls_min_version:
+        if tls_min_version not in TLS_VERSIONS:
+            raise ProbeError('input', 'tls_min_version must be one of %s, got %s' % (', '.join(TLS_VERSIONS), tls_min_version))
+        try:
+            context.minimum_version = getattr(ssl.TLSVersion, tls_min_version.replace('.', '_'))
+        except (AttributeError, ValueError) as e:
+            raise ProbeError('input', 'tls_min_version %s is not available with this Python and OpenSSL: %s'
+                             % (tls_min_version, e))
+    return context
 
 
 def _format_dn(dn):
@@ -127,7 +146,8 @@ class Session:
     Every line recorded in the transcript or quoted in an error passes through redact().
     """
 
-    def __init__(self, protocol, host, port, timeout, context, secrets=None, transcript=None):
+    def __init__(self, protocol, host, port, timeout, context, secrets=None, transcript=None,
+                 address_family='any', source_address=None, server_name=None, min_version=None):
         self.protocol = protocol
         self.host = host
         self.port = port
@@ -136,9 +156,15 @@ class Session:
         self.label = endpoint_label(protocol, host, port)
         self.secrets = secrets if secrets is not None else Secrets()
         self.transcript = transcript
+        self.address_family = address_family or 'any'
+        self.source_address = source_address
+        # The name sent as SNI and checked against the certificate (tls_server_name), else host.
+        self.server_name = server_name or host
+        self.min_version = min_version
         self.deadline = None
         self.sock = None
         self.tls = no_tls()
+        self.received = 0
         self._buffer = b''
 
     # -- errors and redaction -------------------------------------------------------------
@@ -173,14 +199,13 @@ class Session:
         if self.deadline is None:
             # One deadline per check: a tls_if_available reconnect in plaintext does not extend it.
             self.deadline = time.monotonic() + self.timeout
-        try:
-            addresses = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            raise self.error('resolve', 'cannot resolve host: %s' % e.strerror)
+        addresses = self.resolve()
         last_error = None
         for family, socktype, proto, _name, address in addresses:
             sock = socket.socket(family, socktype, proto)
             try:
+                if self.source_address:
+                    self.bind(sock)
                 sock.settimeout(self._remaining('connect'))
                 sock.connect(address)
             except socket.timeout:
@@ -198,6 +223,35 @@ class Session:
         if implicit_tls:
             self.start_tls()
 
+    def resolve(self):
+        """The addresses to try: of address_family, and of source_address's family when one is set."""
+        family = ADDRESS_FAMILIES.get(self.address_family, socket.AF_UNSPEC)
+        if self.source_address:
+            source_family = socket.AF_INET6 if ':' in self.source_address else socket.AF_INET
+            if family not in (socket.AF_UNSPEC, source_family):
+                raise self.error('input', 'source_address %s is not an address_family=%s address'
+                                 % (self.source_address, self.address_family))
+            family = source_family
+        try:
+            return socket.getaddrinfo(self.host, self.port, family, socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            if family == socket.AF_UNSPEC:
+                raise self.error('resolve', 'cannot resolve host: %s' % e.strerror)
+            raise self.error('resolve', 'cannot resolve host to an %s address (%s): %s' % (
+                'IPv6' if family == socket.AF_INET6 else 'IPv4', self.family_reason(), e.strerror))
+
+    def family_reason(self):
+        if self.source_address:
+            return 'source_address %s' % self.source_address
+        return 'address_family=%s' % self.address_family
+
+    def bind(self, sock):
+        try:
+            sock.bind((self.source_address, 0))
+        except OSError as e:
+            sock.close()
+            raise self.error('connect', 'cannot use source_address %s: %s' % (self.source_address, e.strerror or e))
+
     def start_tls(self):
         """Wrap the connection in TLS. Certificate failures and handshake failures are both
         stage tls; the caller decides (only for plaintext answers) whether to fall back."""
@@ -208,12 +262,19 @@ class Session:
         verified = self.context.verify_mode != ssl.CERT_NONE
         try:
             self.sock.settimeout(self._remaining('tls'))
-            self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
+            self.sock = self.context.wrap_socket(self.sock, server_hostname=self.server_name)
         except ssl.SSLCertVerificationError as e:
             raise self.error('tls', 'certificate verification failed: %s' % (e.verify_message or e.reason))
         except ssl.SSLError as e:
-            raise self.error('tls', 'TLS handshake failed: %s' % (e.reason or e),
-                             NotTls if e.reason in _NOT_TLS_REASONS else ProbeError)
+            if e.reason in _NOT_TLS_REASONS:
+                raise self.error('tls', 'TLS handshake failed: %s (the server answered in plaintext: if this is a '
+                                        'plaintext or STARTTLS port, use a STARTTLS tls_mode)' % e.reason, NotTls)
+            hint = ''
+            if e.reason in _VERSION_REASONS:
+                hint = ' (no TLS version both sides accept%s)' % (
+                    '; the server offers none at or above tls_min_version %s' % self.min_version
+                    if self.min_version else '')
+            raise self.error('tls', 'TLS handshake failed: %s%s' % (e.reason or e, hint))
         except socket.timeout:
             raise self.error('tls', 'TLS handshake timed out after %g s' % self.timeout)
         except OSError as e:
@@ -287,6 +348,7 @@ class Session:
                 raise self.error(stage, 'connection lost: %s' % (getattr(e, 'reason', None) or e))
             if not chunk:
                 raise self.error(stage, 'server closed the connection')
+            self.received += len(chunk)
             self._buffer += chunk
         return self.read_line(stage)
 
@@ -308,6 +370,7 @@ class Session:
             raise self.error(stage, 'connection lost: %s' % (e.strerror or e))
         if not chunk:
             raise self.error(stage, 'server closed the connection')
+        self.received += len(chunk)
         self._buffer += chunk
 
     def check_line(self, stage, line):
@@ -365,6 +428,27 @@ def require_tls_or_warn(session, offered, tls_mode, command, warnings):
     return False
 
 
+def add_hint(error, hint):
+    """Say in a failure's message what the probe can tell about its likely cause."""
+    error.message = '%s (%s)' % (error.message, hint)
+    error.args = (error.message,)
+
+
+def judge_certificate(session, params, check):
+    """cert_critical_days and cert_warning_days, as monitors check them: a certificate that ends in
+    fewer days fails at stage certificate, or makes the check a warning."""
+    days = session.tls.get('days_left')
+    if not session.tls['established'] or days is None:
+        return
+    what = 'the certificate%s ends in %d days (%s)' % (
+        ' of ' + session.tls['subject'] if session.tls.get('subject') else '', days, session.tls.get('not_after'))
+    critical, warning = params.get('cert_critical_days'), params.get('cert_warning_days')
+    if critical is not None and days < critical:
+        raise session.error('certificate', '%s, fewer than cert_critical_days %d' % (what, critical))
+    if warning is not None and days < warning:
+        check.degrade('%s: %s, fewer than cert_warning_days %d' % (session.label, what, warning))
+
+
 def cleartext_guard(session, allow_cleartext_auth, stage, what):
     """Refuse to send a reusable password over a connection without TLS unless allowed."""
     if not session.tls['established'] and not allow_cleartext_auth:
@@ -384,9 +468,11 @@ def new_session(protocol, params, check):
     the mode may speak TLS."""
     context = None
     if params['tls_mode'] != 'none':
-        context = ssl_context(params.get('validate_certs', True), params.get('ca_path'))
+        context = ssl_context(params.get('validate_certs', True), params.get('ca_path'), params.get('tls_min_version'))
     return Session(protocol, params['host'], endpoint_port(protocol, params), params.get('timeout') or DEFAULT_TIMEOUT,
-                   context, secrets=check.secrets, transcript=check.transcript)
+                   context, secrets=check.secrets, transcript=check.transcript,
+                   address_family=params.get('address_family'), source_address=params.get('source_address'),
+                   server_name=params.get('tls_server_name'), min_version=params.get('tls_min_version'))
 
 
 class Client:
@@ -450,6 +536,8 @@ class Conversation:
     def __init__(self, client_class, params, check):
         self.session = new_session(client_class.protocol, params, check)
         self.client = client_class(self.session, params, check)
+        self.params = params
+        self.check = check
         self.tls_mode = params['tls_mode']
         self.warnings = check.warnings
 
@@ -458,7 +546,13 @@ class Conversation:
         try:
             connect(session, self.tls_mode, self.warnings)
             client.mark('connect_ms')
-            client.greet()
+            try:
+                client.greet()
+            except ProbeError as e:
+                if e.stage == 'banner' and not session.received and self.tls_mode not in IMPLICIT_TLS_MODES:
+                    add_hint(e, 'the server sent nothing: if this is an implicit-TLS port (465, 995, 993), use '
+                                'tls_mode=tls')
+                raise
             client.mark('banner_ms')
             client.capabilities()
             if require_tls_or_warn(session, client.offers_tls(), self.tls_mode, client.tls_command, self.warnings):
@@ -466,6 +560,7 @@ class Conversation:
                 session.start_tls()
                 client.capabilities()
             client.mark('tls_ms')
+            judge_certificate(session, self.params, self.check)
             if client.login():
                 client.mark(client.login_timing)
         except ProbeError as e:

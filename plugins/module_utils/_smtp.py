@@ -19,7 +19,7 @@ from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, is_number, run_check, validate_endpoint,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import (
-    MASK, MAX_RESPONSE, Client, cleartext_guard, converse,
+    MASK, MAX_RESPONSE, Client, add_hint, cleartext_guard, converse,
 )
 
 DEFAULT_SUBJECT = 'mailops.health test mail'
@@ -29,6 +29,10 @@ AUTH_MECHANISMS = ('auto', 'plain', 'login', 'cram-md5')
 # Order for auth_mechanism=auto: a challenge mechanism first because it never reveals the password.
 _AUTO_ORDER = ('CRAM-MD5', 'PLAIN', 'LOGIN')
 _CLEARTEXT_MECHANISMS = ('PLAIN', 'LOGIN')
+# expect: a server is healthy also when it refuses what it must (relaying for strangers, AUTH
+# without TLS, a sender the login does not own); expect_stage says where the refusal must come.
+EXPECTATIONS = ('accept', 'reject')
+EXPECT_STAGES = ('auth', 'mail_from', 'rcpt')
 
 _ADDRESS = re.compile(r'^[^\s<>()\[\],;:@"]+@[A-Za-z0-9.\-]+$|^[^\s<>()\[\],;:@"]+@\[[0-9A-Fa-f:.]+\]$')
 _HELO = re.compile(r'^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*$'
@@ -61,20 +65,54 @@ def normalize_recipients(mail_to):
     return recipients
 
 
+def mechanisms_of(value):
+    """auth_mechanism as a list of upper-case names (['AUTO'] for auto); a string is one name."""
+    names = [value] if isinstance(value, str) else list(value or ['auto'])
+    names = [str(name).strip().upper() for name in names if str(name).strip()] or ['AUTO']
+    for name in names:
+        if name.lower() not in AUTH_MECHANISMS:
+            raise ProbeError('input', 'auth_mechanism must be among %s, got %s' % (', '.join(AUTH_MECHANISMS), name.lower()))
+    if 'AUTO' in names and len(names) > 1:
+        raise ProbeError('input', 'auth_mechanism auto picks one mechanism itself; list mechanisms without it')
+    return names
+
+
 def validate(params):
     """Check SMTP input before anything is sent."""
     validate_endpoint(params)
+    mechanisms_of(params.get('auth_mechanism'))
     helo = params.get('helo')
     if helo is not None:
         if not all(ord(c) < 128 for c in helo) or not _HELO.match(helo) or len(helo) > 255:
             raise ProbeError('input', 'helo must be an ASCII host name or address literal, got %r' % helo)
-    if params.get('send_mail'):
+    expect, stage = expectation(params)
+    if expect not in EXPECTATIONS:
+        raise ProbeError('input', 'expect must be accept or reject, got %s' % expect)
+    if stage is not None and stage not in EXPECT_STAGES:
+        raise ProbeError('input', 'expect_stage must be one of %s, got %s' % (', '.join(EXPECT_STAGES), stage))
+    if stage in ('mail_from', 'rcpt'):
+        check_address('mail_from', params.get('mail_from'))
+    if stage == 'rcpt' and not normalize_recipients(params.get('mail_to')):
+        raise ProbeError('input', 'mail_to needs at least one address with expect_stage=rcpt')
+    for address in normalize_recipients(params.get('mail_to')) if stage == 'rcpt' else ():
+        check_address('mail_to', address)
+    if params.get('send_mail') and stage is None:
         check_address('mail_from', params.get('mail_from'))
         recipients = normalize_recipients(params.get('mail_to'))
         if not recipients:
             raise ProbeError('input', 'mail_to needs at least one address when a mail is sent')
         for address in recipients:
             check_address('mail_to', address)
+
+
+def expectation(params):
+    """(expect, expect_stage): where the check stops short of DATA, or (accept, None) for a whole
+    check. expect=reject without a stage means rcpt (the open-relay test)."""
+    expect = params.get('expect') or 'accept'
+    stage = params.get('expect_stage')
+    if expect == 'reject' and stage is None:
+        stage = 'rcpt'
+    return expect, stage
 
 
 def build_message(mail_from, recipients, subject, body, headers=None, domain=None):
@@ -124,7 +162,10 @@ class SmtpClient(Client):
         self.session.send_line(stage, line, shown)
         code, lines = self.reply(stage)
         if code not in expect:
-            raise self.session.error(stage, '%s refused (%d %s)' % (what, code, ' '.join(lines)), Refused)
+            error = self.session.error(stage, '%s refused (%d %s)' % (what, code, ' '.join(lines)), Refused)
+            error.code = code
+            error.reply = self.session.redact('%d %s' % (code, ' '.join(lines)))
+            raise error
         return code, lines
 
     def greet(self):
@@ -145,11 +186,11 @@ class SmtpClient(Client):
         self.command('tls', 'STARTTLS', (220,), 'STARTTLS')
 
     def login(self):
-        if self.params.get('smtp_auth', 'none') != 'password':
+        # A check that expects AUTH to be refused probes it without credentials (see probe_auth).
+        if self.params.get('smtp_auth', 'none') != 'password' or expectation(self.params) == ('reject', 'auth'):
             return False
-        self.facts['auth_mechanism_used'] = self.authenticate(
-            self.params.get('username') or '', self.params.get('password') or '',
-            self.params.get('auth_mechanism') or 'auto', self.params.get('allow_cleartext_auth', False))
+        self.authenticate(self.params.get('username') or '', self.params.get('password') or '',
+                          mechanisms_of(self.params.get('auth_mechanism')), self.params.get('allow_cleartext_auth', False))
         return True
 
     def hello(self, name):
@@ -174,23 +215,50 @@ class SmtpClient(Client):
     def has(self, keyword):
         return any(f.split(' ')[0].upper() == keyword for f in self.features)
 
-    def authenticate(self, username, password, mechanism, allow_cleartext_auth):
+    def choose(self, mechanisms, allow_cleartext_auth):
+        """The mechanisms to try, in order: auto picks one (one failed login per check, so a wrong
+        password cannot lock the account), a list is tried in turn as far as the server offers it."""
         session = self.session
-        session.add_secret(password)
         if not self.auth_mechanisms:
             raise session.error('auth', 'server offers no AUTH mechanism')
-        if mechanism == 'auto':
+        if mechanisms == ['AUTO']:
             choices = [m for m in _AUTO_ORDER if m in self.auth_mechanisms]
             if not session.tls['established'] and not allow_cleartext_auth:
                 choices = [m for m in choices if m not in _CLEARTEXT_MECHANISMS] or choices
             if not choices:
                 raise session.error('auth', 'no supported AUTH mechanism offered (offers: %s)'
                                     % ' '.join(self.auth_mechanisms))
-            mech = choices[0]
-        else:
-            mech = mechanism.upper()
-            if mech not in self.auth_mechanisms:
-                raise session.error('auth', 'AUTH %s not offered (offers: %s)' % (mech, ' '.join(self.auth_mechanisms)))
+            return choices[:1]
+        choices = [m for m in mechanisms if m in self.auth_mechanisms]
+        if not choices:
+            raise session.error('auth', 'AUTH %s not offered (offers: %s)' % (
+                ', '.join(mechanisms), ' '.join(self.auth_mechanisms)))
+        return choices
+
+    def authenticate(self, username, password, mechanisms, allow_cleartext_auth):
+        """Log in with the first of the chosen mechanisms the server accepts; auth_mechanism_used
+        and auth_tried say what was tried, also when every one was refused."""
+        self.session.add_secret(password)
+        choices = self.choose(mechanisms, allow_cleartext_auth)
+        tried = self.facts['auth_tried'] = []
+        for mech in choices:
+            self.facts['auth_mechanism_used'] = mech.lower()
+            tried.append(mech.lower())
+            try:
+                self.auth_with(mech, username, password, allow_cleartext_auth)
+                return
+            except Refused as e:
+                if mech != choices[-1]:
+                    self.session.note('-- AUTH %s refused; trying the next mechanism listed' % mech)
+                    continue
+                others = [m for m in _AUTO_ORDER if m in self.auth_mechanisms and m.lower() not in tried]
+                if others:
+                    add_hint(e, 'tried %s; the server also offers %s: list mechanisms in auth_mechanism to try them '
+                                'in turn' % (', '.join(m.upper() for m in tried), ', '.join(others)))
+                raise
+
+    def auth_with(self, mech, username, password, allow_cleartext_auth):
+        session = self.session
         if mech in _CLEARTEXT_MECHANISMS:
             cleartext_guard(session, allow_cleartext_auth, 'auth', 'a password with AUTH ' + mech)
 
@@ -214,7 +282,24 @@ class SmtpClient(Client):
                 raise session.error('auth', 'malformed CRAM-MD5 challenge')
             digest = hmac.new(password.encode('utf-8'), challenge, hashlib.md5).hexdigest()
             self.command('auth', b64('%s %s' % (username, digest)), (235,), 'authentication', shown=MASK)
-        return mech.lower()
+
+    def probe_auth(self):
+        """Whether the server would take credentials here, found without sending any: AUTH with no
+        initial response, and '*' (RFC 4954 4) to cancel at the server's challenge. Returns
+        (accepted, code, reply)."""
+        if not self.auth_mechanisms:
+            return False, None, 'AUTH not offered'
+        mechanisms = mechanisms_of(self.params.get('auth_mechanism'))
+        offered = [m for m in _CLEARTEXT_MECHANISMS + ('CRAM-MD5',) if m in self.auth_mechanisms]
+        mech = (offered or self.auth_mechanisms)[0] if mechanisms == ['AUTO'] else mechanisms[0]
+        self.session.send_line('auth', 'AUTH ' + mech)
+        code, lines = self.reply('auth')
+        reply = '%d %s' % (code, ' '.join(lines))
+        if code == 334:
+            self.session.send_line('auth', '*')
+            self.reply('auth')
+            return True, code, 'AUTH %s: %s' % (mech, reply)
+        return code < 400, code, 'AUTH %s: %s' % (mech, reply)
 
     def send(self, mail_from, recipients, data):
         """MAIL, RCPT, DATA; the server's final reply goes into the facts."""
@@ -241,6 +326,38 @@ class SmtpClient(Client):
         self.command('quit', 'QUIT', (221,), 'QUIT')
 
 
+def expect_outcome(client, params):
+    """Go as far as expect_stage without DATA and record what the server did there; an outcome
+    other than expect fails at stage expectation. Nothing is ever delivered."""
+    expect, stage = expectation(params)
+    accepted, code, reply = True, None, None
+    try:
+        if stage == 'auth':
+            accepted, code, reply = client.probe_auth()
+        else:
+            code, lines = client.command('mail_from', 'MAIL FROM:<%s>' % params['mail_from'], (250,), 'MAIL FROM')
+            reply = '%d %s' % (code, ' '.join(lines))
+            for rcpt in normalize_recipients(params.get('mail_to')) if stage == 'rcpt' else ():
+                code, lines = client.command('rcpt', 'RCPT TO:<%s>' % rcpt, (250, 251), 'RCPT TO <%s>' % rcpt)
+                reply = '%d %s' % (code, ' '.join(lines))
+    except Refused as e:
+        if e.stage != stage:
+            raise
+        accepted, code, reply = False, e.code, e.reply
+    if stage != 'auth' or accepted:
+        client.command('quit', 'RSET', (250,), 'RSET')
+    met = accepted == (expect == 'accept')
+    client.facts['expectation'] = {'expect': expect, 'stage': stage, 'accepted': accepted, 'code': code,
+                                   'reply': reply, 'met': met}
+    if expect == 'reject' and not accepted and code is not None and code < 500:
+        client.facts['expectation']['met'] = False
+        raise client.session.error('expectation', 'refused at stage %s only temporarily (%s); expect=reject wants a '
+                                                  'permanent refusal (5xx)' % (stage, reply))
+    if not met:
+        raise client.session.error('expectation', '%s at stage %s (%s), but expect=%s' % (
+            'accepted' if accepted else 'refused', stage, reply, expect))
+
+
 def run_session(params, check, message=None):
     """One SMTP session as params describe (the smtp_check options); sends message
     (mail_from, recipients, bytes) when given. Returns the facts of the session."""
@@ -253,11 +370,16 @@ def smtp_check(params, check_mode=False):
     """The smtp_check module's core: returns the result dict, raises ProbeError on failure."""
     validate(params)
     message = message_id = None
-    if params.get('send_mail'):
+    if params.get('send_mail') and expectation(params)[1] is None:
         recipients = normalize_recipients(params['mail_to'])
         data, message_id = build_message(params['mail_from'], recipients, params.get('subject') or DEFAULT_SUBJECT,
                                          params.get('body') or DEFAULT_BODY)
         message = (params['mail_from'], recipients, data)
+
+    if expectation(params)[1] is not None:
+        # Stops short of DATA, so check mode runs it whole.
+        return run_check(params, 'response_time_ms',
+                         lambda check: converse(SmtpClient, params, check, lambda client: expect_outcome(client, params)))
 
     def body(check):
         # Check mode proves everything up to the login and sends nothing.

@@ -49,22 +49,41 @@ options:
         description: A check by M(mailops.health.smtp_check), with its options.
         type: dict
         suboptions:
+          address_family:
+            description: O(mailops.health.smtp_check#module:address_family).
+            type: str
+            choices: [any, ipv4, ipv6]
           allow_cleartext_auth:
             description: O(mailops.health.smtp_check#module:allow_cleartext_auth).
             type: bool
           auth_mechanism:
             description: O(mailops.health.smtp_check#module:auth_mechanism).
-            type: str
+            type: list
             choices: [auto, plain, login, cram-md5]
+            elements: str
           body:
             description: O(mailops.health.smtp_check#module:body).
             type: str
           ca_path:
             description: O(mailops.health.smtp_check#module:ca_path).
             type: path
+          cert_critical_days:
+            description: O(mailops.health.smtp_check#module:cert_critical_days).
+            type: int
+          cert_warning_days:
+            description: O(mailops.health.smtp_check#module:cert_warning_days).
+            type: int
           critical_ms:
             description: O(mailops.health.smtp_check#module:critical_ms).
             type: float
+          expect:
+            description: O(mailops.health.smtp_check#module:expect).
+            type: str
+            choices: [accept, reject]
+          expect_stage:
+            description: O(mailops.health.smtp_check#module:expect_stage).
+            type: str
+            choices: [auth, mail_from, rcpt]
           helo:
             description: O(mailops.health.smtp_check#module:helo).
             type: str
@@ -100,16 +119,26 @@ options:
             description: O(mailops.health.smtp_check#module:smtp_auth).
             type: str
             choices: [none, password]
+          source_address:
+            description: O(mailops.health.smtp_check#module:source_address).
+            type: str
           subject:
             description: O(mailops.health.smtp_check#module:subject).
             type: str
           timeout:
             description: O(mailops.health.smtp_check#module:timeout).
             type: int
+          tls_min_version:
+            description: O(mailops.health.smtp_check#module:tls_min_version).
+            type: str
+            choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
           tls_mode:
             description: O(mailops.health.smtp_check#module:tls_mode).
             type: str
             choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          tls_server_name:
+            description: O(mailops.health.smtp_check#module:tls_server_name).
+            type: str
           transcript:
             description: O(mailops.health.smtp_check#module:transcript).
             type: bool
@@ -126,12 +155,22 @@ options:
         description: A check by M(mailops.health.pop3_check), with its options.
         type: dict
         suboptions:
+          address_family:
+            description: O(mailops.health.pop3_check#module:address_family).
+            type: str
+            choices: [any, ipv4, ipv6]
           allow_cleartext_auth:
             description: O(mailops.health.pop3_check#module:allow_cleartext_auth).
             type: bool
           ca_path:
             description: O(mailops.health.pop3_check#module:ca_path).
             type: path
+          cert_critical_days:
+            description: O(mailops.health.pop3_check#module:cert_critical_days).
+            type: int
+          cert_warning_days:
+            description: O(mailops.health.pop3_check#module:cert_warning_days).
+            type: int
           critical_ms:
             description: O(mailops.health.pop3_check#module:critical_ms).
             type: float
@@ -157,13 +196,23 @@ options:
           retry_warning:
             description: O(mailops.health.pop3_check#module:retry_warning).
             type: bool
+          source_address:
+            description: O(mailops.health.pop3_check#module:source_address).
+            type: str
           timeout:
             description: O(mailops.health.pop3_check#module:timeout).
             type: int
+          tls_min_version:
+            description: O(mailops.health.pop3_check#module:tls_min_version).
+            type: str
+            choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
           tls_mode:
             description: O(mailops.health.pop3_check#module:tls_mode).
             type: str
             choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          tls_server_name:
+            description: O(mailops.health.pop3_check#module:tls_server_name).
+            type: str
           transcript:
             description: O(mailops.health.pop3_check#module:transcript).
             type: bool
@@ -180,6 +229,10 @@ options:
         description: A check by M(mailops.health.imap_check), with its options.
         type: dict
         suboptions:
+          address_family:
+            description: O(mailops.health.imap_check#module:address_family).
+            type: str
+            choices: [any, ipv4, ipv6]
           allow_cleartext_auth:
             description: O(mailops.health.imap_check#module:allow_cleartext_auth).
             type: bool
@@ -190,6 +243,12 @@ options:
           ca_path:
             description: O(mailops.health.imap_check#module:ca_path).
             type: path
+          cert_critical_days:
+            description: O(mailops.health.imap_check#module:cert_critical_days).
+            type: int
+          cert_warning_days:
+            description: O(mailops.health.imap_check#module:cert_warning_days).
+            type: int
           critical_ms:
             description: O(mailops.health.imap_check#module:critical_ms).
             type: float
@@ -222,13 +281,23 @@ options:
           retry_warning:
             description: O(mailops.health.imap_check#module:retry_warning).
             type: bool
+          source_address:
+            description: O(mailops.health.imap_check#module:source_address).
+            type: str
           timeout:
             description: O(mailops.health.imap_check#module:timeout).
             type: int
+          tls_min_version:
+            description: O(mailops.health.imap_check#module:tls_min_version).
+            type: str
+            choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
           tls_mode:
             description: O(mailops.health.imap_check#module:tls_mode).
             type: str
             choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          tls_server_name:
+            description: O(mailops.health.imap_check#module:tls_server_name).
+            type: str
           transcript:
             description: O(mailops.health.imap_check#module:transcript).
             type: bool
@@ -245,16 +314,27 @@ options:
         description: A check by M(mailops.health.mail_roundtrip), with its options.
         type: dict
         suboptions:
+          address_family:
+            description: O(mailops.health.mail_roundtrip#module:address_family).
+            type: str
+            choices: [any, ipv4, ipv6]
           allow_cleartext_auth:
             description: O(mailops.health.mail_roundtrip#module:allow_cleartext_auth).
             type: bool
           auth_mechanism:
             description: O(mailops.health.mail_roundtrip#module:auth_mechanism).
-            type: str
+            type: list
             choices: [auto, plain, login, cram-md5]
+            elements: str
           ca_path:
             description: O(mailops.health.mail_roundtrip#module:ca_path).
             type: path
+          cert_critical_days:
+            description: O(mailops.health.mail_roundtrip#module:cert_critical_days).
+            type: int
+          cert_warning_days:
+            description: O(mailops.health.mail_roundtrip#module:cert_warning_days).
+            type: int
           cleanup_stale:
             description: O(mailops.health.mail_roundtrip#module:cleanup_stale).
             type: bool
@@ -287,6 +367,9 @@ options:
             description: O(mailops.health.mail_roundtrip#module:imap_tls_mode).
             type: str
             choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          imap_tls_server_name:
+            description: O(mailops.health.mail_roundtrip#module:imap_tls_server_name).
+            type: str
           imap_username:
             description: O(mailops.health.mail_roundtrip#module:imap_username).
             type: str
@@ -324,6 +407,9 @@ options:
             description: O(mailops.health.mail_roundtrip#module:pop3_tls_mode).
             type: str
             choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          pop3_tls_server_name:
+            description: O(mailops.health.mail_roundtrip#module:pop3_tls_server_name).
+            type: str
           pop3_username:
             description: O(mailops.health.mail_roundtrip#module:pop3_username).
             type: str
@@ -357,8 +443,14 @@ options:
             description: O(mailops.health.mail_roundtrip#module:smtp_tls_mode).
             type: str
             choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          smtp_tls_server_name:
+            description: O(mailops.health.mail_roundtrip#module:smtp_tls_server_name).
+            type: str
           smtp_username:
             description: O(mailops.health.mail_roundtrip#module:smtp_username).
+            type: str
+          source_address:
+            description: O(mailops.health.mail_roundtrip#module:source_address).
             type: str
           subject_prefix:
             description: O(mailops.health.mail_roundtrip#module:subject_prefix).
@@ -366,6 +458,10 @@ options:
           timeout:
             description: O(mailops.health.mail_roundtrip#module:timeout).
             type: int
+          tls_min_version:
+            description: O(mailops.health.mail_roundtrip#module:tls_min_version).
+            type: str
+            choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
           transcript:
             description: O(mailops.health.mail_roundtrip#module:transcript).
             type: bool
@@ -383,12 +479,22 @@ options:
     default: {}
     suboptions:
       # defaults: # Generated by tests/tools/suboptions_docs.py from the argument specs; do not edit by hand.
+      address_family:
+        description: O(mailops.health.smtp_check#module:address_family).
+        type: str
+        choices: [any, ipv4, ipv6]
       allow_cleartext_auth:
         description: O(mailops.health.smtp_check#module:allow_cleartext_auth).
         type: bool
       ca_path:
         description: O(mailops.health.smtp_check#module:ca_path).
         type: path
+      cert_critical_days:
+        description: O(mailops.health.smtp_check#module:cert_critical_days).
+        type: int
+      cert_warning_days:
+        description: O(mailops.health.smtp_check#module:cert_warning_days).
+        type: int
       critical_ms:
         description: O(mailops.health.smtp_check#module:critical_ms).
         type: float
@@ -401,9 +507,16 @@ options:
       retry_warning:
         description: O(mailops.health.smtp_check#module:retry_warning).
         type: bool
+      source_address:
+        description: O(mailops.health.smtp_check#module:source_address).
+        type: str
       timeout:
         description: O(mailops.health.smtp_check#module:timeout).
         type: int
+      tls_min_version:
+        description: O(mailops.health.smtp_check#module:tls_min_version).
+        type: str
+        choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
       transcript:
         description: O(mailops.health.smtp_check#module:transcript).
         type: bool

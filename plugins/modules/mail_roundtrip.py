@@ -58,16 +58,21 @@ options:
     type: str
     choices: [none, starttls, starttls_if_available, tls, tls_if_available]
     default: starttls_if_available
+  smtp_tls_server_name:
+    description: The name sent as SNI and checked against the SMTP server's certificate, as
+      O(mailops.health.smtp_check#module:tls_server_name); default O(smtp_host).
+    type: str
   smtp_auth:
     description: V(password) authenticates with O(smtp_username) and O(smtp_password) before sending.
     type: str
     choices: [none, password]
     default: none
   auth_mechanism:
-    description: SMTP AUTH mechanism, as O(mailops.health.smtp_check#module:auth_mechanism).
-    type: str
+    description: SMTP AUTH mechanism or mechanisms, as O(mailops.health.smtp_check#module:auth_mechanism).
+    type: list
+    elements: str
     choices: [auto, plain, login, cram-md5]
-    default: auto
+    default: [auto]
   smtp_username:
     description: SMTP AUTH user.
     type: str
@@ -101,6 +106,10 @@ options:
     type: str
     choices: [none, starttls, starttls_if_available, tls, tls_if_available]
     default: starttls_if_available
+  pop3_tls_server_name:
+    description: The name sent as SNI and checked against the POP3 server's certificate, as
+      O(mailops.health.smtp_check#module:tls_server_name); default O(pop3_host).
+    type: str
   pop3_auth:
     description: V(password) logs in with USER/PASS, V(apop) with APOP.
     type: str
@@ -123,6 +132,10 @@ options:
     type: str
     choices: [none, starttls, starttls_if_available, tls, tls_if_available]
     default: starttls_if_available
+  imap_tls_server_name:
+    description: The name sent as SNI and checked against the IMAP server's certificate, as
+      O(mailops.health.smtp_check#module:tls_server_name); default O(imap_host).
+    type: str
   imap_auth_mechanism:
     description: IMAP login mechanism, as O(mailops.health.imap_check#module:auth_mechanism).
     type: str

@@ -46,16 +46,27 @@ options:
     elements: dict
     required: true
     suboptions: &roundtrip_options
+      address_family:
+        description: O(mailops.health.mail_roundtrip#module:address_family).
+        type: str
+        choices: [any, ipv4, ipv6]
       allow_cleartext_auth:
         description: O(mailops.health.mail_roundtrip#module:allow_cleartext_auth).
         type: bool
       auth_mechanism:
         description: O(mailops.health.mail_roundtrip#module:auth_mechanism).
-        type: str
+        type: list
         choices: [auto, plain, login, cram-md5]
+        elements: str
       ca_path:
         description: O(mailops.health.mail_roundtrip#module:ca_path).
         type: path
+      cert_critical_days:
+        description: O(mailops.health.mail_roundtrip#module:cert_critical_days).
+        type: int
+      cert_warning_days:
+        description: O(mailops.health.mail_roundtrip#module:cert_warning_days).
+        type: int
       cleanup_stale:
         description: O(mailops.health.mail_roundtrip#module:cleanup_stale).
         type: bool
@@ -88,6 +99,9 @@ options:
         description: O(mailops.health.mail_roundtrip#module:imap_tls_mode).
         type: str
         choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      imap_tls_server_name:
+        description: O(mailops.health.mail_roundtrip#module:imap_tls_server_name).
+        type: str
       imap_username:
         description: O(mailops.health.mail_roundtrip#module:imap_username).
         type: str
@@ -125,6 +139,9 @@ options:
         description: O(mailops.health.mail_roundtrip#module:pop3_tls_mode).
         type: str
         choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      pop3_tls_server_name:
+        description: O(mailops.health.mail_roundtrip#module:pop3_tls_server_name).
+        type: str
       pop3_username:
         description: O(mailops.health.mail_roundtrip#module:pop3_username).
         type: str
@@ -158,8 +175,14 @@ options:
         description: O(mailops.health.mail_roundtrip#module:smtp_tls_mode).
         type: str
         choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      smtp_tls_server_name:
+        description: O(mailops.health.mail_roundtrip#module:smtp_tls_server_name).
+        type: str
       smtp_username:
         description: O(mailops.health.mail_roundtrip#module:smtp_username).
+        type: str
+      source_address:
+        description: O(mailops.health.mail_roundtrip#module:source_address).
         type: str
       subject_prefix:
         description: O(mailops.health.mail_roundtrip#module:subject_prefix).
@@ -167,6 +190,10 @@ options:
       timeout:
         description: O(mailops.health.mail_roundtrip#module:timeout).
         type: int
+      tls_min_version:
+        description: O(mailops.health.mail_roundtrip#module:tls_min_version).
+        type: str
+        choices: [TLSv1, TLSv1.1, TLSv1.2, TLSv1.3]
       transcript:
         description: O(mailops.health.mail_roundtrip#module:transcript).
         type: bool

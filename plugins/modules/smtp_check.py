@@ -36,11 +36,17 @@ options:
     default: none
   auth_mechanism:
     description:
-      - SMTP AUTH mechanism. V(auto) picks the first the server offers of CRAM-MD5, PLAIN and LOGIN, skipping PLAIN and
-        LOGIN on a connection without TLS unless O(allow_cleartext_auth) is set.
-    type: str
+      - SMTP AUTH mechanism, or a list of mechanisms tried in turn.
+      - V(auto) makes one attempt, with the first the server offers of CRAM-MD5, PLAIN and LOGIN, skipping PLAIN and
+        LOGIN on a connection without TLS unless O(allow_cleartext_auth) is set. One attempt per check, so that a
+        wrong password does not count several failures against the account (lockout policies). When it is refused,
+        the message names the mechanisms the server also offers.
+      - A list, such as V([cram-md5, plain]), tries each mechanism the server offers in that order until one is
+        accepted; mechanisms the server does not offer are skipped. RV(auth_tried) lists what was tried.
+    type: list
+    elements: str
     choices: [auto, plain, login, cram-md5]
-    default: auto
+    default: [auto]
   helo:
     description:
       - Name sent with EHLO (or HELO). ASCII host name or address literal; defaults to this host's fully qualified name.
@@ -59,6 +65,31 @@ options:
       - Recipients of the test mail. A comma-separated string is accepted too. Required with O(send_mail).
     type: list
     elements: str
+  expect:
+    description:
+      - V(accept) checks that the server takes what the check sends; V(reject) checks that it refuses it, as a
+        healthy server refuses relaying for strangers, AUTH without TLS and senders the login does not own.
+      - With O(expect_stage), the check stops at that stage and never sends DATA, so nothing is delivered; an outcome
+        other than O(expect) fails at stage C(expectation). A refusal must be permanent (5xx); a temporary one (4xx)
+        fails too.
+      - O(expect=reject) without O(expect_stage) means O(expect_stage=rcpt).
+    type: str
+    choices: [accept, reject]
+    default: accept
+  expect_stage:
+    description:
+      - Where the outcome is judged.
+      - V(rcpt) sends MAIL FROM O(mail_from) and RCPT TO each of O(mail_to) (after the login if O(smtp_auth) says so).
+        The open-relay test is O(expect=reject) with an outside domain in O(mail_to) and no login. A refusal at MAIL
+        FROM is then not the refusal looked for and fails at stage C(mail_from).
+      - V(mail_from) sends MAIL FROM only. Many servers (Postfix by default) refuse a sender the login does not own
+        only at RCPT; use V(rcpt) for them.
+      - V(auth) asks for AUTH without sending any credentials (AUTH without an initial response, cancelled with
+        C(*) at the server's challenge). A server that does not offer AUTH, or refuses it, refuses; one that sends a
+        challenge would take the password. O(smtp_auth) is not used. The AUTH-without-TLS test is O(expect=reject),
+        O(expect_stage=auth) and O(tls_mode=none).
+    type: str
+    choices: [auth, mail_from, rcpt]
   subject:
     description:
       - Subject of the test mail.
@@ -101,6 +132,33 @@ EXAMPLES = r'''
     mail_from: monitor@example.com
     mail_to: postmaster@example.com
   register: sent
+
+- name: The MX must not relay for strangers (open-relay test; nothing is delivered)
+  mailops.health.smtp_check:
+    host: mx1.example.com
+    tls_mode: starttls
+    expect: reject
+    expect_stage: rcpt
+    mail_from: probe@example.net
+    mail_to: relay-test@example.org
+
+- name: Submission must refuse AUTH before STARTTLS
+  mailops.health.smtp_check:
+    host: mail.example.com
+    port: 587
+    tls_mode: none
+    expect: reject
+    expect_stage: auth
+
+- name: Check one node of a cluster by address, its certificate by the service name, over IPv6
+  mailops.health.smtp_check:
+    host: 2001:db8::25
+    tls_mode: tls
+    tls_server_name: smtp.example.com
+    address_family: ipv6
+    tls_min_version: TLSv1.2
+    cert_warning_days: 30
+    cert_critical_days: 7
 '''
 
 RETURN = r'''
@@ -148,10 +206,45 @@ auth_mechanisms:
   elements: str
   sample: ["PLAIN", "LOGIN"]
 auth_mechanism_used:
-  description: The mechanism used to log in.
-  returned: when O(smtp_auth=password) succeeded
+  description: The mechanism used to log in, or on failure the last one tried.
+  returned: when O(smtp_auth=password) got as far as AUTH
   type: str
   sample: plain
+auth_tried:
+  description: The mechanisms tried, in order (more than one only when O(auth_mechanism) lists several).
+  returned: when O(smtp_auth=password) got as far as AUTH
+  type: list
+  elements: str
+  sample: [cram-md5, plain]
+expectation:
+  description: What the server did at O(expect_stage), when one is set (also on failure at stage C(expectation)).
+  returned: when O(expect_stage) is set or O(expect=reject)
+  type: dict
+  contains:
+    expect:
+      description: O(expect).
+      type: str
+      sample: reject
+    stage:
+      description: Where the outcome was judged.
+      type: str
+      sample: rcpt
+    accepted:
+      description: Whether the server took the command (or, for V(auth), would have taken credentials).
+      type: bool
+      sample: false
+    code:
+      description: The server's reply code; null when it did not offer AUTH at all.
+      type: int
+      sample: 554
+    reply:
+      description: The server's reply.
+      type: str
+      sample: "554 5.7.1 <probe@outside.example>: Relay access denied"
+    met:
+      description: Whether the outcome is the expected one.
+      type: bool
+      sample: true
 tls:
   description: Transport security facts. Certificate fields are V(null) when no TLS was established.
   returned: always
