@@ -150,11 +150,21 @@ def test_gate_can_only_report(lab, source_collections, tmp_path):
 
 
 def test_certificate_threshold_fails_a_working_check(lab, source_collections, tmp_path):
-    check = dict(checks(lab)[0], thresholds={'min_cert_days': 10 ** 9})
+    check = dict(checks(lab)[0], thresholds={'min_cert_days': 3650})
     run, output = play(source_collections, tmp_path, gate_playbook(tmp_path),
                        {'mail_health_gate_checks': [check], 'mail_health_gate_common': {'ca_path': lab.ca_path}})
     assert run.returncode == 2, output
-    assert 'submission (smtp) at stage certificate: certificate expires in' in output
+    assert 'submission (smtp) at stage certificate: smtp 127.0.0.1:' in output
+    assert 'fewer than cert_critical_days 3650' in output
+
+
+def test_certificate_warning_days_make_a_warning_that_says_why(lab, source_collections, tmp_path):
+    check = dict(checks(lab)[0], thresholds={'cert_warning_days': 3650})
+    run, output = play(source_collections, tmp_path, gate_playbook(tmp_path),
+                       {'mail_health_gate_checks': [check], 'mail_health_gate_common': {'ca_path': lab.ca_path}})
+    assert run.returncode == 0, output
+    assert 'fewer than cert_warning_days 3650' in output
+    assert 'slower than warning_ms' not in output
 
 
 @pytest.mark.parametrize('bad, message', [
