@@ -12,7 +12,7 @@ from ansible_collections.mailops.health.plugins.module_utils._imap import DEFAUL
 from ansible_collections.mailops.health.plugins.module_utils._pop3 import POP3_AUTH
 from ansible_collections.mailops.health.plugins.module_utils._probe import DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT
 from ansible_collections.mailops.health.plugins.module_utils._roundtrip import (
-    DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME, JUNK_POLICIES, RECEIVE_PROTOCOLS,
+    AUTH_METHODS, DEFAULT_CONNECTION_INTERVAL, DEFAULT_MAX_TRIP_TIME, JUNK_POLICIES, RECEIVE_PROTOCOLS,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import ADDRESS_FAMILIES, TLS_MODES, TLS_VERSIONS
 from ansible_collections.mailops.health.plugins.module_utils._smtp import (
@@ -118,7 +118,8 @@ def roundtrip_spec():
     # required, whatever pop3_auth says (a round trip always reads a mailbox).
     spec.update(pop3_auth()[0])
     spec['pop3_auth']['choices'] = ['password', 'apop']
-    for key in ('pop3_host', 'imap_host'):
+    spec.update(endpoint('sender_', tls_default='starttls_if_available'))
+    for key in ('pop3_host', 'imap_host', 'sender_host'):
         spec[key]['required'] = False
     required_if = required_if + [
         ('receive_protocol', 'pop3', ('pop3_host', 'pop3_username', 'pop3_password')),
@@ -136,6 +137,9 @@ def roundtrip_spec():
         connection_interval=dict(type='float', default=DEFAULT_CONNECTION_INTERVAL),
         max_trip_time=dict(type='int', default=DEFAULT_MAX_TRIP_TIME),
         cleanup_stale=dict(type='bool', default=False),
+        sender_protocol=dict(type='str', choices=list(RECEIVE_PROTOCOLS), default='imap'),
+        require_authentication=dict(type='list', elements='str', choices=list(AUTH_METHODS), default=[]),
+        authserv_ids=dict(type='list', elements='str'),
     )
     return spec, required_if
 

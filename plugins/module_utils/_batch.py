@@ -24,7 +24,7 @@ FAIL_ON = ('any', 'all', 'none')
 CHECK_TYPES = ('smtp', 'pop3', 'imap', 'roundtrip')
 # What each probe of a round-trip batch reports besides index, mailbox, ok, status and, on failure, stage and msg.
 _BATCH_FIELDS = (('token', None), ('sent', False), ('trip_time_ms', None), ('total_ms', None), ('attempts', 0),
-                 ('stale_deleted', 0), ('tries', 1))
+                 ('stale_deleted', 0), ('path', None), ('authentication', None), ('bounce', None), ('tries', 1))
 # Failed checks named in the message of a failed task; all of them are in its results.
 _LISTED_FAILURES = 10
 

@@ -19,7 +19,7 @@ from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import (
-    MASK, MAX_RESPONSE, Client, Conversation, cleartext_guard, converse, endpoint_port,
+    INSPECT, MASK, MAX_RESPONSE, Client, Conversation, cleartext_guard, converse, endpoint_port,
 )
 
 IMAP_AUTH = ('none', 'password')
@@ -33,6 +33,8 @@ JUNK_NAMES = ('Junk', 'Spam')
 # Checks spaced at least this far apart wait in IDLE (a push ends the wait early); a server has
 # DONE_GRACE seconds to answer DONE.
 IDLE_FROM = 1.0
+# Bytes read of a message that may be a bounce: its report comes before the returned mail.
+REPORT_BYTES = 256 * 1024
 DONE_GRACE = 2.0
 _STATUS_ITEMS = ('MESSAGES', 'UNSEEN', 'UIDNEXT', 'UIDVALIDITY')
 _LITERAL = re.compile(r'\{(\d+)\+?\}$')
@@ -432,16 +434,23 @@ class ImapClient(Client):
 
     def headers(self, uids):
         """{uid: header lines} of the given messages (BODY.PEEK[HEADER]: nothing is marked seen)."""
+        return self.fetch_lines(uids, 'BODY.PEEK[HEADER]', 'BODY[HEADER]')
+
+    def message(self, uid):
+        """The lines of the first REPORT_BYTES of one message (a bounce: its report comes first)."""
+        return self.fetch_lines([uid], 'BODY.PEEK[]<0.%d>' % REPORT_BYTES, 'BODY[]<0>').get(uid, [])
+
+    def fetch_lines(self, uids, item, key):
         found = {}
-        for data in self.data(self.command('retrieve', 'UID FETCH %s (UID BODY.PEEK[HEADER])' % ','.join(map(str, uids)))):
+        for data in self.data(self.command('retrieve', 'UID FETCH %s (UID %s)' % (','.join(map(str, uids)), item))):
             if len(data) >= 3 and str(data[1]).upper() == 'FETCH' and isinstance(data[2], list):
                 items = data[2]
                 values = dict((str(items[i]).upper(), items[i + 1]) for i in range(0, len(items) - 1, 2))
-                uid, header = values.get('UID'), values.get('BODY[HEADER]')
-                if is_number(str(uid)) and isinstance(header, str):
-                    found[int(uid)] = header.replace('\r\n', '\n').split('\n')
-                elif header is not None:
-                    raise self.session.error('retrieve', 'malformed FETCH answer: BODY[HEADER] is not a string')
+                uid, text = values.get('UID'), values.get(key)
+                if is_number(str(uid)) and isinstance(text, str):
+                    found[int(uid)] = text.replace('\r\n', '\n').split('\n')
+                elif text is not None:
+                    raise self.session.error('retrieve', 'malformed FETCH answer: %s is not a string' % key)
         return found
 
     def delete(self, uids, trash=None):
@@ -591,9 +600,12 @@ class ImapMailbox:
         return special or [name for name in JUNK_NAMES if name in usable]
 
     def criteria(self, folder, sort):
-        """The search for sort: our token among the messages since the first look, or (for
-        stale leftovers) every message with the token header."""
+        """The search for sort: our token among the messages since the first look (in the body
+        too when sort looks for bounces, which quote our headers), or (for stale leftovers)
+        every message with the token header."""
         header = 'HEADER %s %s' % (sort.header, quoted(sort.token or ''))
+        if sort.token and sort.bounces:
+            header = 'OR %s BODY %s' % (header, quoted(sort.token))
         start = self.uid_from.get(folder)
         return 'UID %d:* %s' % (start, header) if sort.token and start else header
 
@@ -606,7 +618,7 @@ class ImapMailbox:
         try:
             seen_by = 'push' if self.after_push else 'check'
             self.after_push = False
-            found = {'ours': [], 'stale': []}
+            found = {'ours': [], 'stale': [], 'bounce': []}
             where = {}
             if sort is None:
                 client.command('search', 'NOOP')
@@ -622,7 +634,7 @@ class ImapMailbox:
                         self.take(folder, client.search(self.criteria(folder, sort)), sort, found, where)
                         client.select(self.folder)
             facts = client.result()
-            facts.update(copies=len(found['ours']), stale_deleted=len(found['stale']),
+            facts.update(copies=len(found['ours']), stale_deleted=len(found['stale']), bounces=len(found['bounce']),
                          response_time_ms=round((time.monotonic() - start) * 1000.0, 1))
             facts['seen_at'] = where.get('seen_at')
             if found['ours']:
@@ -644,12 +656,14 @@ class ImapMailbox:
         kinds = {}
         for uid, lines in sorted(self.client.headers(uids).items()):
             kind = sort(lines)
+            if kind == INSPECT:
+                kind = sort.inspect(self.client.message(uid))
             if kind is not None:
                 kinds.setdefault(kind, []).append(uid)
         if 'ours' in kinds:
             where.setdefault('seen_at', time.monotonic())
             where.setdefault('folder', folder)
-        doomed = kinds.get('ours', []) + kinds.get('stale', [])
+        doomed = kinds.get('ours', []) + kinds.get('stale', []) + kinds.get('bounce', [])
         if doomed:
             how = self.client.delete(doomed, self.trash if folder != self.trash else None)
             where.setdefault('deleted_by', how)

@@ -15,13 +15,15 @@ from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
 )
 from ansible_collections.mailops.health.plugins.module_utils._session import (
-    MASK, MAX_RESPONSE, Client, add_hint, cleartext_guard, converse, endpoint_port,
+    INSPECT, MASK, MAX_RESPONSE, Client, add_hint, cleartext_guard, converse, endpoint_port,
 )
 
 POP3_AUTH = ('none', 'password', 'apop')
 _APOP_TIMESTAMP = re.compile(r'<[^<>\s]+>')
 # More new messages than this since the previous check: one full UIDL listing is cheaper.
 APPENDED_LIMIT = 20
+# Body lines read of a message that may be a bounce: its report comes before the returned mail.
+REPORT_LINES = 400
 
 
 def is_locked(message):
@@ -196,6 +198,15 @@ class Pop3Client(Client):
         self.command('retrieve', 'RETR %d' % number, 'RETR %d' % number)
         return self.multiline('retrieve', record=False, headers_only=True)
 
+    def report(self, number):
+        """The start of one message, enough for a bounce's report (TOP n REPORT_LINES, or RETR when
+        the server has no TOP)."""
+        self.session.send_line('retrieve', 'TOP %d %d' % (number, REPORT_LINES))
+        ok, _text = self.status('retrieve')
+        if not ok:
+            self.command('retrieve', 'RETR %d' % number, 'RETR %d' % number)
+        return self.multiline('retrieve', record=False)
+
     def delete(self, number):
         self.command('delete', 'DELE %d' % number, 'DELE %d' % number)
         self.deleted += 1
@@ -246,19 +257,21 @@ class Pop3Mailbox:
         copies and stale_deleted, or None when another session holds the mailbox lock (worth
         another try, not a failure)."""
         params = dict(self.params, timeout=timeout)
-        found = {'ours': [], 'stale': []}
+        found = {'ours': [], 'stale': [], 'bounce': []}
         seen_at = []
 
         def work(client):
             for number, uid in self.new_messages(client):
                 kind = sort(client.headers(number)) if sort is not None else None
+                if kind == INSPECT:
+                    kind = sort.inspect(client.report(number))
                 if kind is not None:
                     found[kind].append(number)
                     if kind == 'ours' and not seen_at:
                         seen_at.append(time.monotonic())
                 elif uid is not None:
                     self.seen.add(uid)
-            for number in found['ours'] + found['stale']:
+            for number in found['ours'] + found['stale'] + found['bounce']:
                 client.delete(number)
 
         try:
@@ -269,7 +282,7 @@ class Pop3Mailbox:
                 return None
             raise
         facts.update(seen_at=seen_at[0] if seen_at else None, copies=len(found['ours']),
-                     stale_deleted=len(found['stale']))
+                     stale_deleted=len(found['stale']), bounces=len(found['bounce']))
         return facts
 
     def wait(self, seconds):

@@ -31,11 +31,11 @@ import uuid
 from email.parser import HeaderParser
 from email.utils import parsedate_to_datetime
 
-from ansible_collections.mailops.health.plugins.module_utils import _imap, _pop3, _smtp
+from ansible_collections.mailops.health.plugins.module_utils import _headers, _imap, _pop3, _smtp
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
     DEFAULT_TIMEOUT, ProbeError, check_options, run_check, validate_endpoint,
 )
-from ansible_collections.mailops.health.plugins.module_utils._session import endpoint_port
+from ansible_collections.mailops.health.plugins.module_utils._session import INSPECT, endpoint_port
 
 TOKEN_HEADER = 'X-Mailops-Roundtrip'
 SUBJECT_MARK = 'mailops.health round trip'
@@ -55,6 +55,12 @@ _SHARED = ('validate_certs', 'ca_path', 'timeout', 'allow_cleartext_auth', 'addr
 RECEIVERS = {'pop3': _pop3.Pop3Mailbox, 'imap': _imap.ImapMailbox}
 RECEIVE_PROTOCOLS = ('pop3', 'imap')
 JUNK_POLICIES = ('ok', 'warn', 'fail')
+# The verdicts require_authentication can ask for (Authentication-Results, RFC 8601).
+AUTH_METHODS = ('spf', 'dkim', 'dmarc')
+# What makes a message worth reading whole: it may be a bounce (RFC 3464 report, or the
+# senders and subjects of plain-text bounces).
+_REPORT = re.compile(r'multipart/report', re.IGNORECASE)
+_BOUNCER = re.compile(r'mailer-daemon|postmaster|mail delivery (sub)?system', re.IGNORECASE)
 
 
 def side(params, prefix, extra=()):
@@ -92,29 +98,68 @@ def sent_before(headers, moment):
 class Sort:
     """sort() for Receiver.visit: 'ours' for the mail carrying token, 'stale' for an earlier
     probe's mail dated before stale_before (epoch seconds), None for everything else. header
-    and token also let a receiver search on the server (IMAP UID SEARCH HEADER)."""
+    and token also let a receiver search on the server (IMAP UID SEARCH HEADER).
+
+    With bounces, a message that may be a bounce is INSPECT: the receiver reads its start and
+    asks inspect(lines), which says 'bounce' when it is a delivery report about our mail (its
+    returned headers carry our token or Message-ID). With bounces_only nothing else is taken (the
+    sender's mailbox). What was found stays here: the header lines of ours, the first bounce."""
 
     header = TOKEN_HEADER
 
-    def __init__(self, token=None, stale_before=None):
+    def __init__(self, token=None, stale_before=None, message_id=None, bounces=False, bounces_only=False):
         self.token = token
         self.stale_before = stale_before
+        self.message_id = message_id
+        self.bounces = bounces or bounces_only
+        self.bounces_only = bounces_only
+        self.headers = None
+        self.bounce = None
+        self.delays = []
 
     def __call__(self, header_lines):
         headers = parse_headers(header_lines)
         found = token_of(headers)
-        if found is not None and found == self.token:
-            return 'ours'
-        if found is not None and self.stale_before is not None and sent_before(headers, self.stale_before):
-            return 'stale'
+        if found is not None and not self.bounces_only:
+            if found == self.token:
+                if self.headers is None:
+                    self.headers = list(header_lines)
+                return 'ours'
+            if self.stale_before is not None and sent_before(headers, self.stale_before):
+                return 'stale'
+        if self.bounces and found is None and self.may_be_bounce(headers):
+            return INSPECT
         return None
 
+    @staticmethod
+    def may_be_bounce(headers):
+        return bool(_REPORT.search(str(headers.get('Content-Type', ''))) or _BOUNCER.search(str(headers.get('From', '')))
+                    or str(headers.get('Return-Path', '')).replace(' ', '') == '<>')
 
-def sorter(token=None, stale_before=None):
+    def inspect(self, lines):
+        """'bounce' for a delivery report about our mail (a failure, or a delay notice), else None."""
+        report = _headers.delivery_status(lines)
+        if report is None or not self.about_ours(report):
+            return None
+        if report.get('action') == 'delayed' or str(report.get('status') or '').startswith('4'):
+            self.delays.append(report)
+        elif self.bounce is None:
+            self.bounce = report
+        return 'bounce'
+
+    def about_ours(self, report):
+        returned = parse_headers(report.get('original_headers') or [])
+        if self.token is not None and token_of(returned) == self.token:
+            return True
+        message_id = report.get('original_message_id')
+        return bool(self.message_id and message_id and message_id.strip() == self.message_id)
+
+
+def sorter(token=None, stale_before=None, **kwargs):
     """A Sort, or None when there is nothing to look for (then no headers are read)."""
     if token is None and stale_before is None:
         return None
-    return Sort(token, stale_before)
+    return Sort(token, stale_before, **kwargs)
 
 
 def poll_delays(interval, first=FIRST_CHECK_DELAY, growth=CHECK_GROWTH):
@@ -170,6 +215,36 @@ def receive_side(params):
     return protocol, one
 
 
+def sender_side(params):
+    """(protocol, options) of the sender's mailbox, watched for bounces, or None when not given."""
+    if not params.get('sender_host'):
+        return None
+    protocol = params.get('sender_protocol') or 'imap'
+    one = side(params, 'sender')
+    if protocol == 'pop3':
+        one['pop3_auth'] = 'password'
+    else:
+        one.update(imap_auth='password', auth_mechanism='auto', folder=_imap.DEFAULT_FOLDER, junk_folders=None)
+    return protocol, one
+
+
+def check_sender_side(params):
+    found = sender_side(params)
+    if found is None:
+        return None
+    protocol, one = found
+    if protocol not in RECEIVE_PROTOCOLS:
+        raise ProbeError('input', 'sender_protocol must be one of %s, got %s' % (', '.join(RECEIVE_PROTOCOLS), protocol))
+    missing = [key for key in ('username', 'password') if not one.get(key)]
+    if missing:
+        raise ProbeError('input', 'sender_host needs %s' % ', '.join('sender_' + key for key in missing))
+    validate_endpoint(one)
+    if (protocol, one['host'], endpoint_port(protocol, one), one['username']) == mailbox_of(params):
+        raise ProbeError('input', 'sender_* name the mailbox the round trip reads; leave them out (that mailbox is '
+                                  'watched for bounces anyway)')
+    return found
+
+
 def prepare(params):
     """Check a round trip's options before anything is sent (ProbeError at stage input) and split
     them into the SMTP side and the receive side."""
@@ -186,6 +261,10 @@ def prepare(params):
     _smtp.validate(smtp_params)
     _protocol, receive_params = receive_side(params)
     validate_endpoint(receive_params)
+    check_sender_side(params)
+    unknown = [m for m in params.get('require_authentication') or () if m not in AUTH_METHODS]
+    if unknown:
+        raise ProbeError('input', 'require_authentication may name %s, got %s' % (', '.join(AUTH_METHODS), ', '.join(unknown)))
     return smtp_params, receive_params
 
 
@@ -200,6 +279,41 @@ def visits(receiver, deadline, interval, timeout, sort, immediately=False):
     facts, None when the mailbox was busy. Each visit's timeout ends by the deadline."""
     for _tick in ticks(receiver, deadline, interval, immediately):
         yield on_side(receiver.side, receiver.visit, max(1, round(min(timeout, deadline - time.monotonic()), 1)), sort)
+
+
+def bounced(result, receiver, report, sent_at):
+    """The mail came back: fail at once at stage bounced with what the report says."""
+    result['bounce'] = dict((key, report.get(key)) for key in (
+        'action', 'status', 'diagnostic', 'recipient', 'reporting_mta', 'remote_mta', 'original_message_id'))
+    result['bounce'].update(mailbox=receiver.label, arrived_ms=round((time.monotonic() - sent_at) * 1000.0, 1))
+    return ProbeError('bounced', '%s: the test mail bounced: %s %s%s; the bounce was deleted' % (
+        receiver.label, report.get('status') or 'no status', report.get('diagnostic') or '(no diagnostic)',
+        ' (reported by %s)' % report['reporting_mta'] if report.get('reporting_mta') else ''))
+
+
+def mail_path(result, header_lines, params, warnings, label):
+    """The probe's path (Received hops) and the verdicts the receiving side stamped; a verdict
+    require_authentication names that did not pass fails at stage authentication."""
+    hops = _headers.hops(header_lines or [])
+    summary = _headers.hops_summary(hops)
+    for hop in hops:
+        hop.pop('epoch', None)
+    result['hops'] = hops
+    result['path'] = {'hops': summary['hops'], 'total_s': summary['total_s'], 'max_delay_s': summary['max_delay_s'],
+                      'clock_skew': summary['clock_skew']}
+    if summary['clock_skew']:
+        warnings.append('%s: the Received dates of the test mail go backwards (clock skew between the servers of '
+                        'its path); hops with clock_skew=true have a negative delay_s' % label)
+    ids = params.get('authserv_ids') or None
+    verdicts = _headers.verdicts(_headers.authentication_results(header_lines or [], ids), ids)
+    result['authentication'] = verdicts
+    failed = ['%s=%s' % (method, verdicts.get(method) or 'none')
+              for method in params.get('require_authentication') or () if verdicts.get(method) != 'pass']
+    if failed:
+        stamped = ('by %s' % verdicts['authserv_id']) if verdicts.get('authserv_id') else (
+            'no Authentication-Results%s' % (' from %s' % ', '.join(ids) if ids else ''))
+        raise ProbeError('authentication', '%s: the test mail arrived, but %s (%s); require_authentication: %s'
+                         % (label, ', '.join(failed), stamped, ', '.join(params['require_authentication'])))
 
 
 def judge_junk(result, receiver, policy, warnings):
@@ -229,6 +343,8 @@ def mail_roundtrip(params, check_mode=False):
         result = {'token': token, 'message_id': None, 'attempts': 0, 'trip_time_ms': None, 'stale_deleted': 0,
                   'changed': False}
         receiver = RECEIVERS[protocol](receive_params, check)
+        sender = sender_side(params)
+        sender_box = RECEIVERS[sender[0]](sender[1], check) if sender else None
         timeout = receive_params['timeout'] or DEFAULT_TIMEOUT
         try:
             # A first visit before anything is sent: it proves the login works (so a bad password
@@ -246,6 +362,9 @@ def mail_roundtrip(params, check_mode=False):
             result['changed'] = result['stale_deleted'] > 0
             facts.pop('seen_at')
             result[receiver.side] = facts
+            if sender_box is not None:
+                # The sender's mailbox: its login proven, and what is in it already known, before sending.
+                result['sender'] = on_side('sender', sender_box.visit, timeout, None) or {}
             if check_mode:
                 result['smtp'] = on_side('smtp', _smtp.run_session, smtp_params, check)
                 result['sent'] = False
@@ -255,10 +374,17 @@ def mail_roundtrip(params, check_mode=False):
                 sent_at = time.monotonic()
                 result['message_id'] = message_id
                 result['sent'] = True
-                for facts in visits(receiver, sent_at + max_trip_time, interval, timeout, sorter(token)):
+                sort = sorter(token, message_id=message_id, bounces=True)
+                sender_sort = Sort(token, message_id=message_id, bounces_only=True)
+                for facts in visits(receiver, sent_at + max_trip_time, interval, timeout, sort):
                     result['attempts'] += 1
                     if facts is not None and facts['copies']:
                         break
+                    if sender_box is not None and sort.bounce is None:
+                        result['sender'] = on_side('sender', sender_box.visit, timeout, sender_sort) or result['sender']
+                    report = sort.bounce or sender_sort.bounce
+                    if report is not None:
+                        raise bounced(result, sender_box if sort.bounce is None else receiver, report, sent_at)
                 else:
                     busy = ('; the mailbox was locked by another session in %d of them' % receiver.busy
                             if receiver.busy else '')
@@ -269,6 +395,9 @@ def mail_roundtrip(params, check_mode=False):
                     check.warnings.append('%s: the test mail arrived %d times; every copy was deleted'
                                           % (receiver.label, facts['copies']))
                 facts.pop('stale_deleted')
+                for report in sort.delays + sender_sort.delays:
+                    check.warnings.append('delivery of the test mail was delayed before it arrived: %s %s'
+                                          % (report.get('status'), report.get('diagnostic')))
                 result['trip_time_ms'] = round((facts.pop('seen_at') - sent_at) * 1000.0, 1)
                 result['deleted'] = True
                 result['seen_by'] = facts.pop('seen_by', 'check')
@@ -277,11 +406,15 @@ def mail_roundtrip(params, check_mode=False):
             result['total_ms'] = round(result['smtp']['response_time_ms'] + facts['response_time_ms'], 1)
             if result.get('folder') not in (None, receive_params.get('folder')):
                 judge_junk(result, receiver, junk_policy, check.warnings)
+            if result['sent']:
+                mail_path(result, sort.headers, params, check.warnings, receiver.label)
             return result
         except ProbeError as e:
             e.add_facts(result)
             raise
         finally:
             receiver.close()
+            if sender_box is not None:
+                sender_box.close()
 
     return run_check(params, 'total_ms', body)

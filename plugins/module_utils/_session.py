@@ -40,6 +40,9 @@ MASK = Secrets.MASK
 # foreign mail cannot fail a probe) and the most a multi-line response may hold.
 MAX_LINE = 64 * 1024
 MAX_RESPONSE = 16 * 1024 * 1024
+# What a round trip's sort() says of a message that only its text can tell about (a bounce): the
+# receiver then reads the start of it and asks sort.inspect(lines).
+INSPECT = 'inspect'
 
 # OpenSSL reasons that mean "the peer did not answer in TLS at all" (it sent a plaintext
 # greeting). Only these allow tls_if_available to fall back; a TLS server that fails the

@@ -326,6 +326,10 @@ options:
             type: list
             choices: [auto, plain, login, cram-md5]
             elements: str
+          authserv_ids:
+            description: O(mailops.health.mail_roundtrip#module:authserv_ids).
+            type: list
+            elements: str
           ca_path:
             description: O(mailops.health.mail_roundtrip#module:ca_path).
             type: path
@@ -417,6 +421,11 @@ options:
             description: O(mailops.health.mail_roundtrip#module:receive_protocol).
             type: str
             choices: [pop3, imap]
+          require_authentication:
+            description: O(mailops.health.mail_roundtrip#module:require_authentication).
+            type: list
+            choices: [spf, dkim, dmarc]
+            elements: str
           retries:
             description: O(mailops.health.mail_roundtrip#module:retries).
             type: int
@@ -426,6 +435,29 @@ options:
           retry_warning:
             description: O(mailops.health.mail_roundtrip#module:retry_warning).
             type: bool
+          sender_host:
+            description: O(mailops.health.mail_roundtrip#module:sender_host).
+            type: str
+          sender_password:
+            description: O(mailops.health.mail_roundtrip#module:sender_password).
+            type: str
+          sender_port:
+            description: O(mailops.health.mail_roundtrip#module:sender_port).
+            type: int
+          sender_protocol:
+            description: O(mailops.health.mail_roundtrip#module:sender_protocol).
+            type: str
+            choices: [pop3, imap]
+          sender_tls_mode:
+            description: O(mailops.health.mail_roundtrip#module:sender_tls_mode).
+            type: str
+            choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+          sender_tls_server_name:
+            description: O(mailops.health.mail_roundtrip#module:sender_tls_server_name).
+            type: str
+          sender_username:
+            description: O(mailops.health.mail_roundtrip#module:sender_username).
+            type: str
           smtp_auth:
             description: O(mailops.health.mail_roundtrip#module:smtp_auth).
             type: str

@@ -186,6 +186,55 @@ options:
       - This reads the headers of every message in the mailbox once.
     type: bool
     default: false
+  require_authentication:
+    description:
+      - Verdicts of the receiving side that must be C(pass), read from the C(Authentication-Results) header (RFC 8601)
+        of the delivered test mail (RV(authentication)). One that is not (C(fail), C(softfail), C(none), or no
+        result at all) fails the round trip at stage C(authentication), after the mail was deleted.
+      - The verdicts are those of the topmost C(Authentication-Results) header, or of the topmost one whose
+        authserv-id is in O(authserv_ids). SPF falls back to C(Received-SPF).
+    type: list
+    elements: str
+    choices: [spf, dkim, dmarc]
+    default: []
+  authserv_ids:
+    description:
+      - The authserv-ids (the first word of C(Authentication-Results)) of the receiving side's own verifiers. Only
+        their headers count, so a header the sender wrote under that name lower down, or one from a hop on the way,
+        cannot pass for the receiver's verdict (RFC 8601 section 5).
+    type: list
+    elements: str
+  sender_protocol:
+    description:
+      - How the mailbox of O(mail_from) is read when O(sender_host) is given, to watch it for bounces.
+      - The receiving mailbox is always watched for bounces about the test mail; give the sender's mailbox when it is
+        another one. A delivery status notification (RFC 3464, or a plain-text bounce) whose returned headers carry the
+        test mail's token or Message-ID fails the round trip at once at stage C(bounced) with its status and
+        diagnostic, instead of waiting for O(max_trip_time), and is deleted like the test mail. A delay notice
+        (C(4.x.x)) is deleted and warned about, and the wait goes on. Other bounces are left alone.
+    type: str
+    choices: [pop3, imap]
+    default: imap
+  sender_host:
+    description: Server of the sender's mailbox (O(sender_protocol)); without it only the receiving mailbox is watched.
+    type: str
+  sender_port:
+    description: Port of the sender's mailbox; by default as for O(pop3_port) or O(imap_port).
+    type: int
+  sender_tls_mode:
+    description: Transport security to the sender's mailbox, as O(mailops.health.imap_check#module:tls_mode).
+    type: str
+    choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+    default: starttls_if_available
+  sender_tls_server_name:
+    description: The name checked against the certificate of the sender's mailbox server; default O(sender_host).
+    type: str
+  sender_username:
+    description: User of the sender's mailbox. Required with O(sender_host).
+    type: str
+  sender_password:
+    description: Password of the sender's mailbox. Never returned or logged. Required with O(sender_host).
+    type: str
 seealso:
   - module: mailops.health.smtp_check
   - module: mailops.health.pop3_check
@@ -308,6 +357,81 @@ trip_time_ms:
   returned: always
   type: float
   sample: 112.5
+hops:
+  description:
+    - The path of the delivered test mail, one entry per C(Received) header in the order the mail travelled (the
+      bottom-most header is the first hop), read from its headers only.
+    - C(delay_s) is the time from the hop before, from the headers' dates (whole seconds on most servers); a negative
+      one is clock skew between the servers and is flagged with C(clock_skew) and a warning, not hidden.
+  returned: success, not in check mode
+  type: list
+  elements: dict
+  contains:
+    from:
+      description: The name the sending side gave (its HELO, or the name the receiving side looked up).
+      type: str
+    from_ip:
+      description: The sending side's address, when stated.
+      type: str
+    by:
+      description: The server that received the mail at this hop.
+      type: str
+    with:
+      description: The protocol (C(ESMTP), C(ESMTPSA), C(LMTP), ...).
+      type: str
+    tls:
+      description: V(true) when the header states TLS (C(ESMTPS), C(ESMTPSA), a TLS comment); V(null) when it does not say.
+      type: bool
+    tls_version:
+      description: The TLS version when stated.
+      type: str
+    id:
+      description: The receiving server's queue id.
+      type: str
+    for:
+      description: The recipient the header names.
+      type: str
+    timestamp:
+      description: When this hop received the mail (ISO 8601, UTC).
+      type: str
+    delay_s:
+      description: Seconds since the hop before; V(null) for the first hop or when a date is missing.
+      type: float
+    clock_skew:
+      description: Whether this hop is dated before the one before it.
+      type: bool
+  sample:
+    - {"from": "probe.example.com", "from_ip": "192.0.2.7", "by": "mail.example.com", "with": "ESMTPSA", "tls": true,
+       "tls_version": "TLSv1.3", "id": "4QxY1b2", "for": "monitor@example.org", "timestamp": "2026-12-06T09:00:01Z",
+       "delay_s": null, "clock_skew": false}
+path:
+  description: A summary of RV(hops) - how many, C(total_s) from the first to the last dated hop, C(max_delay_s), the
+    longest one hop took, and C(clock_skew).
+  returned: success, not in check mode
+  type: dict
+  sample: {"hops": 4, "total_s": 1, "max_delay_s": 1, "clock_skew": false}
+authentication:
+  description:
+    - The verdicts the receiving side stamped on the test mail (C(Authentication-Results), RFC 8601) - C(spf),
+      C(dkim), C(dmarc) (V(pass), V(fail), V(none), V(softfail), ... or V(null) when not stamped) and the
+      C(authserv_id) they came from. See O(require_authentication) and O(authserv_ids).
+  returned: success, not in check mode; also on failure at stage C(authentication)
+  type: dict
+  sample: {"spf": "pass", "dkim": "pass", "dmarc": "pass", "authserv_id": "mx.example.org"}
+bounce:
+  description: The bounce that failed the round trip at stage C(bounced) - C(action), C(status) (such as V(5.1.1)),
+    C(diagnostic), C(recipient), C(reporting_mta), C(remote_mta), C(original_message_id), C(mailbox) where it was
+    found, and C(arrived_ms), how long after sending it was seen.
+  returned: on failure at stage C(bounced)
+  type: dict
+  sample: {"action": "failed", "status": "5.1.1", "diagnostic": "smtp; 550 5.1.1 <nobody@example.org>: User unknown",
+           "reporting_mta": "mx.example.org", "mailbox": "imap mail.example.com:993", "arrived_ms": 812.4}
+sender:
+  description: The connection to the sender's mailbox (O(sender_host)) and its last check, with the keys of RV(imap) or
+    RV(pop3).
+  returned: when O(sender_host) is given
+  type: dict
+  sample: {"response_time_ms": 1.1, "bounces": 0}
 attempts:
   description: How many times the mailbox was checked after sending.
   returned: always

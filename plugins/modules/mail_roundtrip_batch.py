@@ -58,6 +58,10 @@ options:
         type: list
         choices: [auto, plain, login, cram-md5]
         elements: str
+      authserv_ids:
+        description: O(mailops.health.mail_roundtrip#module:authserv_ids).
+        type: list
+        elements: str
       ca_path:
         description: O(mailops.health.mail_roundtrip#module:ca_path).
         type: path
@@ -149,6 +153,11 @@ options:
         description: O(mailops.health.mail_roundtrip#module:receive_protocol).
         type: str
         choices: [pop3, imap]
+      require_authentication:
+        description: O(mailops.health.mail_roundtrip#module:require_authentication).
+        type: list
+        choices: [spf, dkim, dmarc]
+        elements: str
       retries:
         description: O(mailops.health.mail_roundtrip#module:retries).
         type: int
@@ -158,6 +167,29 @@ options:
       retry_warning:
         description: O(mailops.health.mail_roundtrip#module:retry_warning).
         type: bool
+      sender_host:
+        description: O(mailops.health.mail_roundtrip#module:sender_host).
+        type: str
+      sender_password:
+        description: O(mailops.health.mail_roundtrip#module:sender_password).
+        type: str
+      sender_port:
+        description: O(mailops.health.mail_roundtrip#module:sender_port).
+        type: int
+      sender_protocol:
+        description: O(mailops.health.mail_roundtrip#module:sender_protocol).
+        type: str
+        choices: [pop3, imap]
+      sender_tls_mode:
+        description: O(mailops.health.mail_roundtrip#module:sender_tls_mode).
+        type: str
+        choices: [none, starttls, starttls_if_available, tls, tls_if_available]
+      sender_tls_server_name:
+        description: O(mailops.health.mail_roundtrip#module:sender_tls_server_name).
+        type: str
+      sender_username:
+        description: O(mailops.health.mail_roundtrip#module:sender_username).
+        type: str
       smtp_auth:
         description: O(mailops.health.mail_roundtrip#module:smtp_auth).
         type: str
@@ -346,6 +378,21 @@ results:
       returned: always
       type: int
       sample: 0
+    path:
+      description: The summary of the test mail's path, as RV(mailops.health.mail_roundtrip#module:path).
+      returned: always (V(null) when the mail did not arrive)
+      type: dict
+      sample: {"hops": 4, "total_s": 1, "max_delay_s": 1, "clock_skew": false}
+    authentication:
+      description: The receiving side's verdicts, as RV(mailops.health.mail_roundtrip#module:authentication).
+      returned: always (V(null) when the mail did not arrive)
+      type: dict
+      sample: {"spf": "pass", "dkim": "pass", "dmarc": "pass", "authserv_id": "mx.example.org"}
+    bounce:
+      description: The bounce that failed the probe, as RV(mailops.health.mail_roundtrip#module:bounce).
+      returned: always (V(null) unless the probe failed at stage C(bounced))
+      type: dict
+      sample: null
     tries:
       description: How many tries the probe took, as RV(mailops.health.mail_roundtrip#module:tries).
       returned: always

@@ -109,8 +109,10 @@ def option_name(path):
 def kind_of(option, spec):
     if spec.get('choices'):
         return 'choice'
-    if option == 'host' or option.endswith('_host'):
+    if option == 'host' or option.endswith('_host') or option.endswith('tls_server_name'):
         return 'host'
+    if option == 'source_address':
+        return 'ip'
     if option == 'helo':
         return 'helo'
     if option in ADDRESS_OPTIONS:
@@ -125,6 +127,8 @@ def protocol_of(module, option):
     for protocol in PROTOCOLS:
         if option.startswith(protocol + '_') or (module.startswith(protocol + '_') and '_' not in option):
             return protocol
+    if option.startswith('sender_'):
+        return 'imap'  # the sender's mailbox, read over sender_protocol (default imap)
     return None
 
 
@@ -188,6 +192,14 @@ def valid_host(value):
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split('.'))
 
 
+def valid_ip(value):
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
 def valid_address(value):
     return len(value) <= 254 and bool(_ADDRESS.match(value))
 
@@ -210,6 +222,8 @@ def invalid(module, option, spec, value):
         return True
     if kind == 'host':
         return not all(valid_host(item) for item in items)
+    if kind == 'ip':
+        return not all(valid_ip(item) for item in items)
     if kind == 'helo':
         return not all(len(item) <= 255 and item.isascii() and _HELO.match(item) for item in items)
     if kind == 'address':

@@ -116,6 +116,8 @@ def hostile(kind, base):
                                                            '\r\n.\r\nQUIT\r\n', '\r\n.\r\n']), SAFE_TEXT)
                   .map(''.join))],
         'choice': [(1, st.sampled_from(['TLS', 'none ', 'password\x00', 'plain\r\n']))],
+        'ip': [(3, st.sampled_from(['127.0.0.1%lo', '127.0.0.256', 'localhost', '::1%', '1.2.3', ' 127.0.0.1'])),
+               (1, st.sampled_from(['127.0.0.1', '::1', '127.0.0.9']))],
     }.get(kind, [])
     weighted = [strategy for weight, strategy in common + extra for _copy in range(weight)]
     return st.sampled_from(weighted).flatmap(lambda strategy: strategy)
