@@ -3,14 +3,14 @@
   up        engine, base image, images, certs, containers; wait until every port answers
   down      remove the lab's containers (by id); stop the private dockerd if `up` started it
   status    engine, containers and every port (exit 0 when all are up)
-  logs      the containers' output (Postfix and Dovecot log to it)
+  logs      the containers' output (Postfix, Dovecot, the milters and unbound log to it)
   describe  host, domain, ca_path, ports, accounts (--json for the machine-readable form)
   certs     make the CA, certificates and accounts only (for `docker compose -f lab/compose.yaml`)
 
 Ports: defaults in lab/docker/config.py; move one with LAB_PORT_<NAME>=N or
 `--port name=N`, all of them with LAB_PORT_OFFSET=N or `--port-offset N`.
 Other settings: LAB_DOMAIN, LAB_RT_ACCOUNTS, LAB_LISTEN_IPV6=auto|yes|no,
-LAB_STATE_DIR, LAB_DEBIAN_MIRROR (else read from the host's apt sources),
+LAB_OUTSIDE_ADDRESS (the outside provider, 127.0.0.2), LAB_RESOLVER (127.0.0.53), LAB_STATE_DIR, LAB_DEBIAN_MIRROR (else read from the host's apt sources),
 LAB_BASE_PULL=0 (do not try to pull the base image), DOCKER_HOST.
 """
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="is the lab up?")
 
     p = sub.add_parser("logs", help="container output")
-    p.add_argument("roles", nargs="*", metavar="mta|mailbox", help="default: both")
+    p.add_argument("roles", nargs="*", metavar="|".join(CONTAINERS), help="default: all")
     p.add_argument("--tail", type=int)
     p.add_argument("-f", "--follow", action="store_true", help="follow (one container)")
 
@@ -98,7 +98,14 @@ def _print_describe(d: dict) -> None:
     print("ports:")
     for name, port in d["ports"].items():
         kind = d["port_kinds"][name]
-        print(f"  {name:<16} {port:<6} {kind['protocol']}, tls={kind['tls']}")
+        print(f"  {name:<16} {kind.get('host', d['host']) + ':' + str(port):<16} "
+              f"{kind['protocol']}, tls={kind['tls']}")
+    print(f"resolver: {d['resolver']['host']}:{d['resolver']['port']} (the lab's zones only)")
+    paths = d.get("paths", {})
+    if paths:
+        print("paths:")
+        for key, value in paths.items():
+            print(f"  {key:<18} {json.dumps(value) if isinstance(value, dict) else value}")
     print(f"accounts ({len(d['accounts'])}):")
     for a in d["accounts"]:
         print(f"  {a['username']:<8} {a['password']:<18} {a['address']}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import socket
@@ -20,7 +21,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_DIR = REPO_ROOT / "lab"
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 
-CONTAINERS = ("mailbox", "mta")  # start order: LMTP and SASL first
+# One image per container, built from lab/docker/images/<name>/.  Start order: LMTP and SASL
+# first, then the outside provider (its resolver answers the lab MTA's lookups), then the MTA.
+CONTAINERS = ("mailbox", "outside", "mta")
+IMAGE_CONTENTS = {  # what `up` says while it builds an image
+    "mailbox": "Dovecot: POP3, IMAP, LMTP, Sieve",
+    "outside": "the outside provider's Postfix, unbound",
+    "mta": "Postfix, OpenDKIM, OpenDMARC, policyd-spf",
+}
 
 # How a client meets TLS on a port.
 TLS_STARTTLS = "starttls"  # plaintext, STARTTLS/STLS offered
@@ -38,6 +46,8 @@ class Port:
     owner: str     # the container serving it (status, the readiness wait, the busy-port check)
     protocol: str  # what greets on it: smtp, pop3, imap, lmtp, dovecot-auth
     tls: str       # one of TLS_KINDS
+    address: str = "lab"  # where it listens: "lab" (LAB_LISTEN: 127.0.0.1 [+ ::1]) or
+    #                       "outside" (LAB_OUTSIDE_ADDRESS only: the outside provider's MX)
 
 
 # The lab's ports, in the order describe lists them.  Names of the main services (smtp,
@@ -49,6 +59,7 @@ PORTS: dict[str, Port] = {p.name: p for p in (
     Port("smtps", 465, "mta", "smtp", TLS_IMPLICIT),               # AUTH required
     Port("smtp_nostarttls", 2525, "mta", "smtp", TLS_NONE),        # negative case
     Port("smtp_badcert", 4465, "mta", "smtp", TLS_BADCERT),        # rogue-CA certificate
+    Port("smtp_openrelay", 2526, "mta", "smtp", TLS_NONE),         # relays for loopback (negative case)
     Port("pop3", 110, "mailbox", "pop3", TLS_STARTTLS),            # STLS offered, APOP
     Port("pop3s", 995, "mailbox", "pop3", TLS_IMPLICIT),
     Port("pop3_nostls", 1110, "mailbox", "pop3", TLS_NONE),        # second Dovecot instance
@@ -59,11 +70,22 @@ PORTS: dict[str, Port] = {p.name: p for p in (
     Port("imap_badcert", 1993, "mailbox", "imap", TLS_BADCERT),    # third Dovecot instance
     Port("lmtp", 24, "mailbox", "lmtp", TLS_NONE),                 # Postfix delivers here
     Port("sasl", 12345, "mailbox", "dovecot-auth", TLS_NONE),      # Postfix's SMTP AUTH asks here
+    Port("outside_smtp", 25, "outside", "smtp", TLS_STARTTLS, "outside"),  # the outside provider's MX
 )}
 DEFAULT_PORTS: dict[str, int] = {name: p.default for name, p in PORTS.items()}
 
 DEFAULT_DOMAIN = "lab.test"
 DEFAULT_HOST = "127.0.0.1"
+# The outside provider (a second Postfix, container "outside") and the lab's DNS resolver
+# (unbound in that container).  The resolver's port is 53 and not movable: /etc/resolv.conf,
+# which Postfix, OpenDKIM and policyd-spf read, names an address only.
+DEFAULT_OUTSIDE_ADDRESS = "127.0.0.2"
+DEFAULT_RESOLVER = "127.0.0.53"
+RESOLVER_PORT = 53
+OUTSIDE_DOMAIN = "outside.test"   # <user>@outside.test is forwarded back to <user>@<domain>
+BOUNCE_DOMAIN = "bounce.test"     # accepted by the outside MTA, then bounced (5.1.1)
+BADDKIM_DOMAIN = "baddkim.test"   # the lab MTA signs it with a key DNS does not publish
+DKIM_SELECTOR = "lab"             # <selector>._domainkey.<domain> for the lab domain and baddkim
 DEFAULT_RT_ACCOUNTS = 20
 EXTRA_ACCOUNTS = ("shared", "alice", "bob")
 BASE_IMAGE = "debian:bookworm-slim"
@@ -109,6 +131,8 @@ class LabConfig:
     rt_accounts: int = DEFAULT_RT_ACCOUNTS
     listen: tuple[str, ...] = ("127.0.0.1",)
     state: Path = dataclasses.field(default_factory=state_dir)
+    outside_address: str = DEFAULT_OUTSIDE_ADDRESS
+    resolver: str = DEFAULT_RESOLVER
 
     # -- construction --------------------------------------------------------
 
@@ -116,8 +140,8 @@ class LabConfig:
     def from_env(cls, env: Optional[Mapping[str, str]] = None,
                  overrides: Optional[Mapping[str, int]] = None,
                  offset: Optional[int] = None) -> "LabConfig":
-        """Defaults, then LAB_PORT_OFFSET / LAB_PORT_<NAME> / LAB_DOMAIN /
-        LAB_RT_ACCOUNTS / LAB_LISTEN_IPV6 from ``env``, then ``overrides``."""
+        """Defaults, then LAB_PORT_OFFSET / LAB_PORT_<NAME> / LAB_DOMAIN / LAB_RT_ACCOUNTS /
+        LAB_LISTEN_IPV6 / LAB_OUTSIDE_ADDRESS / LAB_RESOLVER from ``env``, then ``overrides``."""
         env = os.environ if env is None else env
         if offset is None:
             offset = _env_int(env, "LAB_PORT_OFFSET", 0)
@@ -139,24 +163,44 @@ class LabConfig:
             rt_accounts=_env_int(env, "LAB_RT_ACCOUNTS", DEFAULT_RT_ACCOUNTS),
             listen=("127.0.0.1", "::1") if use_v6 else ("127.0.0.1",),
             state=state_dir(env),
+            outside_address=env.get("LAB_OUTSIDE_ADDRESS", "").strip() or DEFAULT_OUTSIDE_ADDRESS,
+            resolver=env.get("LAB_RESOLVER", "").strip() or DEFAULT_RESOLVER,
         )
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        seen: dict[int, str] = {}
+        for var, addr in (("LAB_OUTSIDE_ADDRESS", self.outside_address), ("LAB_RESOLVER", self.resolver)):
+            try:
+                ip = ipaddress.IPv4Address(addr)
+            except ValueError:
+                raise ValueError(f"{var}={addr!r} is not an IPv4 address") from None
+            if not ip.is_loopback or addr == self.host:
+                raise ValueError(f"{var}={addr!r} must be a loopback address other than {self.host}")
+        # A port number may repeat on different addresses (smtp and outside_smtp are both 25).
+        seen: dict[tuple[str, int], str] = {(self.resolver, RESOLVER_PORT): "the resolver"}
         for name, port in self.ports.items():
             if not 1 <= port <= 65535:
                 raise ValueError(f"port {name}={port} is out of range")
-            if port in seen:
-                raise ValueError(f"ports {seen[port]} and {name} are both {port}")
-            seen[port] = name
+            key = (self.port_host(name), port)
+            if key in seen:
+                raise ValueError(f"ports {seen[key]} and {name} are both {port}")
+            seen[key] = name
         if not 0 <= self.rt_accounts <= 999:
             raise ValueError("LAB_RT_ACCOUNTS must be between 0 and 999")
         if not self.domain.replace("-", "").replace(".", "").isalnum():
             raise ValueError(f"LAB_DOMAIN={self.domain!r} is not a plain domain name")
 
     # -- derived -------------------------------------------------------------
+
+    def port_host(self, name: str) -> str:
+        """The address a port is reached on (the outside provider has its own)."""
+        return self.outside_address if PORTS[name].address == "outside" else self.host
+
+    @property
+    def authserv_id(self) -> str:
+        """The authserv-id of the lab MTA's Authentication-Results header fields."""
+        return f"mail.{self.domain}"
 
     @property
     def runtime_dir(self) -> Path:
@@ -180,18 +224,24 @@ class LabConfig:
         env = {port_env_name(name): str(port) for name, port in self.ports.items()}
         env["LAB_DOMAIN"] = self.domain
         env["LAB_LISTEN"] = " ".join(self.listen)
+        env["LAB_OUTSIDE_ADDRESS"] = self.outside_address
+        env["LAB_RESOLVER"] = self.resolver
         return env
 
     def to_json(self) -> dict:
         return {"ports": dict(self.ports), "domain": self.domain, "host": self.host,
-                "rt_accounts": self.rt_accounts, "listen": list(self.listen)}
+                "rt_accounts": self.rt_accounts, "listen": list(self.listen),
+                "outside_address": self.outside_address, "resolver": self.resolver}
 
     @classmethod
     def from_json(cls, data: Mapping, state: Path) -> "LabConfig":
-        ports = {k: data["ports"][k] for k in DEFAULT_PORTS if k in data["ports"]}
+        # A state written before a port existed gets that port's default.
+        ports = {k: data["ports"].get(k, default) for k, default in DEFAULT_PORTS.items()}
         return cls(ports=ports, domain=data["domain"], host=data["host"],
                    rt_accounts=int(data["rt_accounts"]), listen=tuple(data["listen"]),
-                   state=state)
+                   state=state,
+                   outside_address=data.get("outside_address", DEFAULT_OUTSIDE_ADDRESS),
+                   resolver=data.get("resolver", DEFAULT_RESOLVER))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import docker
 import docker.errors
 
-from .config import BASE_IMAGE, IMAGES_DIR, LABEL
+from .config import BASE_IMAGE, IMAGE_CONTENTS, IMAGES_DIR, LABEL
 
 
 def context_dir(name: str) -> Path:
@@ -105,7 +105,8 @@ def build_all(base_url: str, client: docker.DockerClient, names: list[str], logd
             step(f"{name} image up to date ({ref})")
             result[name] = {"ref": ref, "built": False, "seconds": 0.0}
             continue
-        step(f"building {name} image...")
+        contents = f" ({IMAGE_CONTENTS[name]})" if name in IMAGE_CONTENTS else ""
+        step(f"building {name} image{contents}...")
         result[name] = {"ref": ref, "built": True, "seconds": None}
         t = threading.Thread(target=run, args=(name, ref), name=f"build-{name}", daemon=True)
         t.start()

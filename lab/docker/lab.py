@@ -26,12 +26,15 @@ from typing import Any, Callable, Optional
 import docker
 import docker.errors
 
-from . import baseimage, engine as engine_mod, images, runtime
-from .config import (BASE_IMAGE, CONTAINERS, LABEL, PORTS, TLS_BADCERT, TLS_IMPLICIT, LabConfig,
+from . import baseimage, dns, engine as engine_mod, images, runtime
+from .config import (BADDKIM_DOMAIN, BASE_IMAGE, BOUNCE_DOMAIN, CONTAINERS, DKIM_SELECTOR, LABEL,
+                     OUTSIDE_DOMAIN, PORTS, RESOLVER_PORT, TLS_BADCERT, TLS_IMPLICIT, LabConfig,
                      state_dir)
 
 Log = Callable[[str], None]
-STEPS = 7
+# engine, base image, one step per image, certificates, containers, readiness
+STEPS = 5 + len(CONTAINERS)
+BUILD_ORDER = ("mta", "outside", "mailbox")  # the order the image steps are listed in
 READY_TIMEOUT = float(os.environ.get("LAB_READY_TIMEOUT", "90"))
 MAILDIR_TEMPLATE = "/var/vmail/{username}/Maildir"
 
@@ -82,13 +85,46 @@ def describe(cfg: Optional[LabConfig] = None) -> dict[str, Any]:
         "ca_path": str(cfg.ca_path),
         "rogue_ca_path": str(cfg.ca_path.with_name("rogue-ca.pem")),
         "ports": dict(cfg.ports),
-        "port_kinds": {name: {"protocol": p.protocol, "tls": p.tls} for name, p in PORTS.items()},
+        "port_kinds": {name: {"protocol": p.protocol, "tls": p.tls, "host": cfg.port_host(name)}
+                       for name, p in PORTS.items()},
+        "resolver": {"host": cfg.resolver, "port": RESOLVER_PORT},
+        "paths": paths(cfg),
         "accounts": [{"username": u, "password": pw, "address": f"{u}@{cfg.domain}"}
                      for u, pw in users.items()],
         "shared_account": "shared",
         "maildir": MAILDIR_TEMPLATE,
         "docker_host": data.get("engine", {}).get("base_url"),
         "containers": {name: info["id"] for name, info in data.get("containers", {}).items()},
+    }
+
+
+def paths(cfg: LabConfig) -> dict[str, Any]:
+    """The mail paths beyond the lab domain: what a probe of hops, verdicts and bounces needs.
+    Templates take ``{user}`` (an account's username)."""
+    return {
+        "outside_domain": OUTSIDE_DOMAIN,
+        "outside_host": cfg.outside_address,
+        "outside_port": cfg.ports["outside_smtp"],
+        "outside_mx": f"mx.{OUTSIDE_DOMAIN}",
+        # Submitted with AUTH (submission/smtps), it goes lab MTA -> outside MTA -> lab MTA
+        # (port smtp) -> LMTP, back into <user>'s INBOX.
+        "loop_address": "{user}@" + OUTSIDE_DOMAIN,
+        "loop_returns_to": "{user}@" + cfg.domain,
+        "bounce_domain": BOUNCE_DOMAIN,
+        "bounce_address": "{user}@" + BOUNCE_DOMAIN,
+        "bounce_status": "5.1.1",
+        "bounce_diagnostic": "user unknown in the lab's bounce domain",
+        "baddkim_domain": BADDKIM_DOMAIN,
+        "baddkim_sender": "{user}@" + BADDKIM_DOMAIN,
+        "dkim_selector": DKIM_SELECTOR,
+        "authserv_id": cfg.authserv_id,
+        "resolver": cfg.resolver,
+        "open_relay_port": cfg.ports["smtp_openrelay"],
+        # What the lab MTA's Authentication-Results say when the mail comes back in on port smtp.
+        "verdicts": {
+            "loop": {"spf": "pass", "dkim": "pass", "dmarc": "pass"},
+            "baddkim": {"spf": "softfail", "dkim": "fail", "dmarc": "fail"},
+        },
     }
 
 
@@ -131,7 +167,21 @@ def _probe(host: str, port: int, name: str, timeout: float = 2.0) -> bool:
 
 
 def probe_all(cfg: LabConfig) -> dict[str, bool]:
-    return {name: _probe(cfg.host, port, name) for name, port in cfg.ports.items()}
+    return {name: _probe(cfg.port_host(name), port, name) for name, port in cfg.ports.items()}
+
+
+def probe_resolver(cfg: LabConfig, timeout: float = 1.0) -> bool:
+    """True when the lab resolver answers for the lab domain's MX host."""
+    return dns.answers(cfg.resolver, f"mail.{cfg.domain}", "A", port=RESOLVER_PORT, timeout=timeout)
+
+
+def udp_port_free(port: int, host: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
 
 
 # -- containers ---------------------------------------------------------------
@@ -245,7 +295,7 @@ def _up_images(eng: engine_mod.Engine, cfg: LabConfig, progress: _Progress,
                 for c in eng.client.containers.list(all=True, filters={"ancestor": ref}):
                     _remove(c, progress.log)
                 eng.client.images.remove(ref, force=True)
-    built = images.build_all(eng.base_url, eng.client, ["mta", "mailbox"], cfg.state / "logs",
+    built = images.build_all(eng.base_url, eng.client, list(BUILD_ORDER), cfg.state / "logs",
                              progress.log, progress.step)
     progress.lap("images")
     return built
@@ -256,7 +306,8 @@ def _up_runtime(cfg: LabConfig, progress: _Progress) -> str:
     progress.step("CA, certificates and accounts...")
     made = runtime.ensure_runtime(cfg)
     progress.log(f"      {'made' if made['certs'] else 'kept'} certificates, "
-                 f"{'made' if made['users'] else 'kept'} accounts; CA: {cfg.ca_path}")
+                 f"{'made' if made['users'] else 'kept'} accounts, "
+                 f"{'made' if made['dkim'] else 'kept'} DKIM keys; CA: {cfg.ca_path}")
     runtime_fp = runtime.runtime_fingerprint(cfg)
     progress.lap("certs")
     return runtime_fp
@@ -309,8 +360,8 @@ def _containers_to_keep(client: docker.DockerClient, cfg: LabConfig, built: dict
                 and all(c.labels.get(k) == v for k, v in want.items())):
             keep[role] = c
     if len(keep) != len(CONTAINERS):
-        # Postfix holds connections to Dovecot's auth and LMTP listeners: a new
-        # mailbox container means a new MTA container too.  All or nothing.
+        # Postfix holds connections to Dovecot's auth and LMTP listeners, and the two MTAs
+        # and the resolver share the accounts and DKIM records: all or nothing.
         keep.clear()
     return keep
 
@@ -333,17 +384,22 @@ def _remove_all_but(client: docker.DockerClient, cfg: LabConfig, keep: dict[str,
 
 def _check_ports_free(cfg: LabConfig, keep: dict[str, Any]) -> None:
     """The ports of the containers about to start must be free on the host."""
-    busy = [f"{name}={port}" for name, port in cfg.ports.items()
-            if PORTS[name].owner not in keep and not port_free(port)]
+    busy = [f"{name}={cfg.port_host(name)}:{port}" for name, port in cfg.ports.items()
+            if PORTS[name].owner not in keep and not port_free(port, cfg.port_host(name))]
     if busy:
         raise RuntimeError(
-            "ports in use on 127.0.0.1: " + ", ".join(busy) +
-            ". Move them with LAB_PORT_<NAME>=N, `--port name=N` or LAB_PORT_OFFSET / --port-offset")
+            "ports in use: " + ", ".join(busy) +
+            ". Move them with LAB_PORT_<NAME>=N, `--port name=N` or LAB_PORT_OFFSET / --port-offset"
+            " (the outside provider's address with LAB_OUTSIDE_ADDRESS)")
+    if "outside" not in keep and not (port_free(RESOLVER_PORT, cfg.resolver)
+                                      and udp_port_free(RESOLVER_PORT, cfg.resolver)):
+        raise RuntimeError(f"{cfg.resolver}:{RESOLVER_PORT} (the lab resolver) is in use: "
+                           "give it another loopback address with LAB_RESOLVER")
 
 
 def _up_ready(eng: engine_mod.Engine, cfg: LabConfig, containers: dict[str, dict],
               progress: _Progress) -> None:
-    progress.step(f"waiting for {len(cfg.ports)} ports...")
+    progress.step(f"waiting for {len(cfg.ports)} ports and the resolver...")
     wait_ready(cfg, eng.client, containers, progress.log)
     progress.lap("ready")
 
@@ -351,17 +407,21 @@ def _up_ready(eng: engine_mod.Engine, cfg: LabConfig, containers: dict[str, dict
 def wait_ready(cfg: LabConfig, client: docker.DockerClient, containers: dict, log: Log,
                timeout: float = READY_TIMEOUT) -> None:
     pending = dict(cfg.ports)
+    resolver_up = False
     deadline = time.monotonic() + timeout
     last_check = 0.0
-    while pending:
+    while pending or not resolver_up:
         for name, port in list(pending.items()):
-            if _probe(cfg.host, port, name, timeout=1.0):
+            if _probe(cfg.port_host(name), port, name, timeout=1.0):
                 del pending[name]
-        if not pending:
+        resolver_up = resolver_up or probe_resolver(cfg)
+        if not pending and resolver_up:
             break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"ports not ready after {timeout:.0f}s: " +
-                               ", ".join(f"{k}={v}" for k, v in pending.items()) +
+            missing = [f"{k}={v}" for k, v in pending.items()]
+            if not resolver_up:
+                missing.append(f"resolver={cfg.resolver}:{RESOLVER_PORT}")
+            raise RuntimeError(f"not ready after {timeout:.0f}s: " + ", ".join(missing) +
                                _logs_hint(client, containers))
         if time.monotonic() - last_check > 1.0:
             last_check = time.monotonic()
@@ -370,7 +430,8 @@ def wait_ready(cfg: LabConfig, client: docker.DockerClient, containers: dict, lo
                 if c.status not in ("running", "created"):
                     raise RuntimeError(f"{role} container {c.status}:\n{_tail_logs(c)}")
         time.sleep(0.1)
-    log(f"      all {len(cfg.ports)} ports answer on {cfg.host}")
+    log(f"      all {len(cfg.ports)} ports answer (on {cfg.host}; outside_smtp on "
+        f"{cfg.outside_address}); the resolver answers on {cfg.resolver}")
 
 
 def _logs_hint(client: docker.DockerClient, containers: dict) -> str:
@@ -449,8 +510,12 @@ def status(cfg: LabConfig, log: Log = _stdout) -> bool:
             ok = False
     answers = probe_all(cfg)
     for name, port in cfg.ports.items():
-        log(f"  {name:<16} {cfg.host}:{port:<6} {'up' if answers[name] else 'DOWN'}")
-    ok = ok and all(answers.values())
+        where = f"{cfg.port_host(name)}:{port}"
+        log(f"  {name:<16} {where:<16} {'up' if answers[name] else 'DOWN'}")
+    resolver_up = probe_resolver(cfg)
+    where = f"{cfg.resolver}:{RESOLVER_PORT}"
+    log(f"  {'resolver':<16} {where:<16} {'up' if resolver_up else 'DOWN'}")
+    ok = ok and all(answers.values()) and resolver_up
     log(f"lab is {'up' if ok else 'not (fully) up'}")
     return ok
 

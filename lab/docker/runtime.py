@@ -11,6 +11,12 @@
     certs/rogue.key
     users                 Dovecot passwd-file, {PLAIN} passwords (APOP and
                           CRAM-MD5 need them recoverable)
+    dkim/<domain>.key     DKIM signing keys (RSA 2048) of the lab MTA: the lab domain
+                          and baddkim.test, selector ``lab``
+    dkim/<domain>.dns     the TXT value the lab resolver publishes at
+                          lab._domainkey.<domain>: the signing key's public half for
+                          the lab domain, the public half of ANOTHER key for
+                          baddkim.test (so its signatures fail)
     meta.json             domain and names the certificates were made for
 
 The material is kept between runs and remade when the domain or the account
@@ -19,6 +25,7 @@ list changes, when a certificate is near its end, or on ``certs --force``.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import json
@@ -28,9 +35,11 @@ from pathlib import Path
 from typing import Optional
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import pki
-from .config import LabConfig
+from .config import BADDKIM_DOMAIN, LabConfig
 
 CERT_FILES = ("ca.pem", "server.pem", "server.key", "rogue-ca.pem", "rogue.pem", "rogue.key")
 RENEW_BEFORE = datetime.timedelta(days=7)
@@ -72,6 +81,43 @@ def _certs_valid(cert_dir: Path) -> bool:
         if cert.not_valid_after_utc - now < RENEW_BEFORE:
             return False
     return True
+
+
+def dkim_domains(cfg: LabConfig) -> list[str]:
+    return [cfg.domain, BADDKIM_DOMAIN]
+
+
+def dkim_files(cfg: LabConfig) -> list[Path]:
+    d = cfg.runtime_dir / "dkim"
+    return [d / f"{dom}.{ext}" for dom in dkim_domains(cfg) for ext in ("key", "dns")]
+
+
+def _dkim_record(key: rsa.RSAPrivateKey) -> str:
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+def write_dkim(cfg: LabConfig, force: bool = False) -> bool:
+    """A signing key and its DNS record per DKIM domain; for baddkim.test the record is
+    the public half of a second key, thrown away.  Kept when present.  True when made."""
+    made = False
+    d = cfg.runtime_dir / "dkim"
+    d.mkdir(parents=True, exist_ok=True)
+    for dom in dkim_domains(cfg):
+        key_path, dns_path = d / f"{dom}.key", d / f"{dom}.dns"
+        if not force and key_path.is_file() and dns_path.is_file():
+            continue
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        published = key if dom != BADDKIM_DOMAIN else \
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        # Read as root by the MTA's entrypoint, which hands OpenDKIM its own copy.
+        pki.write_file(key_path, pem, 0o600)
+        pki.write_file(dns_path, (_dkim_record(published) + "\n").encode())
+        made = True
+    return made
 
 
 def read_users(path: Path) -> dict[str, str]:
@@ -122,15 +168,16 @@ def ensure_runtime(cfg: LabConfig, force: bool = False) -> dict:
     if list(old) != wanted:
         write_users(cfg.users_path, wanted, keep=old)
         made_users = True
+    made_dkim = write_dkim(cfg, force=force)
     meta = {"domain": cfg.domain, "names": server_names(cfg.domain)}
     pki.write_file(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
-    return {"certs": made_certs, "users": made_users}
+    return {"certs": made_certs, "users": made_users, "dkim": made_dkim}
 
 
 def runtime_fingerprint(cfg: LabConfig) -> str:
     """Changes whenever what the containers read from /lab changes."""
     h = hashlib.sha256()
-    for f in [*(cfg.runtime_dir / "certs" / n for n in CERT_FILES), cfg.users_path]:
+    for f in [*(cfg.runtime_dir / "certs" / n for n in CERT_FILES), cfg.users_path, *dkim_files(cfg)]:
         h.update(f.name.encode() + b"\0")
         h.update(f.read_bytes() if f.is_file() else b"-")
     return h.hexdigest()[:16]

@@ -49,8 +49,8 @@ def _external_lab(cfg, docker_lab_mod):
     """describe() of a lab that `docker compose -f lab/compose.yaml` started, if one
     answers on every port and its containers carry the lab's role labels."""
     from lab.docker import engine
-    from lab.docker.config import LABEL
-    if not all(docker_lab_mod.probe_all(cfg).values()):
+    from lab.docker.config import CONTAINERS, LABEL
+    if not all(docker_lab_mod.probe_all(cfg).values()) or not docker_lab_mod.probe_resolver(cfg):
         return None
     eng = engine.find(cfg.state)
     if eng is None:
@@ -58,7 +58,7 @@ def _external_lab(cfg, docker_lab_mod):
     containers = {}
     for c in eng.client.containers.list(filters={"label": f"{LABEL}.role"}):
         containers.setdefault(c.labels[f"{LABEL}.role"], c.id)
-    if set(containers) != {"mta", "mailbox"}:
+    if set(containers) != set(CONTAINERS):
         return None
     description = docker_lab_mod.describe(cfg)
     description["containers"] = containers
@@ -151,3 +151,10 @@ def mailbox(docker_lab: dict[str, Any]):
     """testinfra host for the Dovecot container (docker backend, by container id)."""
     import testinfra
     return testinfra.get_host(f"docker://{docker_lab['containers']['mailbox']}")
+
+
+@pytest.fixture(scope="session")
+def outside(docker_lab: dict[str, Any]):
+    """testinfra host for the outside provider's container (its Postfix and the lab resolver)."""
+    import testinfra
+    return testinfra.get_host(f"docker://{docker_lab['containers']['outside']}")

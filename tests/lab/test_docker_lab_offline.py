@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from lab.docker import baseimage, images, runtime
+from lab.docker import baseimage, dns, images, runtime
 from lab.docker.cli import build_parser
-from lab.docker.config import CONTAINERS, DEFAULT_PORTS, LAB_DIR, PORTS, TLS_KINDS, LabConfig, port_env_name
+from lab.docker.config import (BADDKIM_DOMAIN, BOUNCE_DOMAIN, CONTAINERS, DEFAULT_PORTS, DKIM_SELECTOR, LAB_DIR,
+                               OUTSIDE_DOMAIN, PORTS, TLS_KINDS, LabConfig, port_env_name)
 
 
 # -- config -----------------------------------------------------------------------
@@ -51,6 +52,77 @@ def test_port_defaults_written_elsewhere_match_the_table():
     rows = dict(re.findall(r"^\| `(\w+)`\s*\| (\d+)\s*\|", readme, re.M))
     rows.update(zip(("imap", "imaps"), re.search(r"`imap` / `imaps`\s*\| (\d+)/(\d+)", readme).groups()))
     assert rows == {name: str(p.default) for name, p in PORTS.items()}
+
+
+def test_containers_compose_and_images_agree():
+    # One image dir per container, a compose service per container with that role label.
+    import yaml
+    compose = yaml.safe_load((LAB_DIR / "compose.yaml").read_text())
+    assert list(compose["services"]) == list(CONTAINERS)
+    from lab.docker.config import IMAGE_CONTENTS
+    from lab.docker.lab import BUILD_ORDER, STEPS
+    assert set(IMAGE_CONTENTS) == set(BUILD_ORDER) == set(CONTAINERS)
+    assert STEPS == 5 + len(CONTAINERS)
+    for name in CONTAINERS:
+        for f in ("Dockerfile", "entrypoint.sh", "healthcheck.sh"):
+            assert (images.context_dir(name) / f).is_file(), (name, f)
+        service = compose["services"][name]
+        assert service["labels"]["io.mailops.lab.role"] == name
+        assert service["build"]["context"] == f"./docker/images/{name}"
+        assert service["network_mode"] == "host"
+    # The MTA starts after the resolver (outside) and Dovecot are healthy.
+    assert set(compose["services"]["mta"]["depends_on"]) == {"mailbox", "outside"}
+    env = compose["x-lab-environment"]
+    assert env["LAB_OUTSIDE_ADDRESS"] == "${LAB_OUTSIDE_ADDRESS:-127.0.0.2}"
+    assert env["LAB_RESOLVER"] == "${LAB_RESOLVER:-127.0.0.53}"
+
+
+def test_entrypoints_name_the_configured_domains():
+    # The outside provider's domains and the DKIM selector are written into the entrypoints.
+    for name in ("mta", "outside"):
+        text = (images.context_dir(name) / "entrypoint.sh").read_text()
+        assert f"OUTSIDE_DOMAIN={OUTSIDE_DOMAIN}\n" in text
+        assert f"BOUNCE_DOMAIN={BOUNCE_DOMAIN}\n" in text
+        assert f"BADDKIM_DOMAIN={BADDKIM_DOMAIN}\n" in text
+        assert f"SELECTOR={DKIM_SELECTOR}\n" in text
+
+
+def test_outside_port_and_resolver_config():
+    cfg = LabConfig.from_env({"LAB_LISTEN_IPV6": "no"})
+    assert PORTS["outside_smtp"].owner == "outside" and PORTS["outside_smtp"].address == "outside"
+    assert PORTS["smtp_openrelay"].tls == "none" and PORTS["smtp_openrelay"].owner == "mta"
+    # smtp and outside_smtp are both 25, on different addresses.
+    assert cfg.ports["smtp"] == cfg.ports["outside_smtp"] == 25
+    assert (cfg.port_host("smtp"), cfg.port_host("outside_smtp")) == ("127.0.0.1", "127.0.0.2")
+    assert cfg.resolver == "127.0.0.53" and cfg.authserv_id == "mail.lab.test"
+    env = cfg.container_env()
+    assert env["LAB_OUTSIDE_ADDRESS"] == "127.0.0.2" and env["LAB_RESOLVER"] == "127.0.0.53"
+    moved = LabConfig.from_env({"LAB_OUTSIDE_ADDRESS": "127.0.0.9", "LAB_RESOLVER": "127.0.1.53",
+                                "LAB_PORT_OFFSET": "1000"})
+    assert moved.port_host("outside_smtp") == "127.0.0.9" and moved.ports["outside_smtp"] == 1025
+
+
+@pytest.mark.parametrize("env", [{"LAB_OUTSIDE_ADDRESS": "192.0.2.1"}, {"LAB_OUTSIDE_ADDRESS": "127.0.0.1"},
+                                 {"LAB_RESOLVER": "10.0.0.1"}, {"LAB_RESOLVER": "::1"},
+                                 {"LAB_OUTSIDE_ADDRESS": "nope"}])
+def test_outside_and_resolver_must_be_other_loopback_addresses(env):
+    with pytest.raises(ValueError, match="loopback|IPv4"):
+        LabConfig.from_env(env)
+
+
+def test_same_port_on_one_address_refused():
+    with pytest.raises(ValueError, match="both"):
+        LabConfig.from_env({"LAB_PORT_SMTP_OPENRELAY": "2525"})
+    # The outside provider's port may repeat a lab port (another address), not its own twice.
+    LabConfig.from_env({"LAB_PORT_OUTSIDE_SMTP": "587"})
+
+
+def test_state_from_before_the_new_ports_gets_their_defaults(tmp_path):
+    old = {"ports": {k: v for k, v in DEFAULT_PORTS.items() if k not in ("smtp_openrelay", "outside_smtp")},
+           "domain": "lab.test", "host": "127.0.0.1", "rt_accounts": 20, "listen": ["127.0.0.1"]}
+    cfg = LabConfig.from_json(old, tmp_path)
+    assert cfg.ports["smtp_openrelay"] == 2526 and cfg.ports["outside_smtp"] == 25
+    assert cfg.outside_address == "127.0.0.2" and cfg.resolver == "127.0.0.53"
 
 
 def test_env_offset_and_overrides():
@@ -228,13 +300,70 @@ def test_runtime_is_kept_then_remade(made_runtime):
     assert list(users_before) == ["rt01", "rt02", "shared", "alice", "bob"]
     assert all(pw.isalnum() and len(pw) >= 12 for pw in users_before.values())
     fp = runtime.runtime_fingerprint(made_runtime)
-    assert runtime.ensure_runtime(made_runtime) == {"certs": False, "users": False}
+    assert runtime.ensure_runtime(made_runtime) == {"certs": False, "users": False, "dkim": False}
     assert runtime.runtime_fingerprint(made_runtime) == fp
     made_runtime.rt_accounts = 3
     assert runtime.ensure_runtime(made_runtime)["users"]
     users_after = runtime.read_users(made_runtime.users_path)
     assert users_after["rt01"] == users_before["rt01"]  # existing passwords kept
     assert "rt03" in users_after
+
+
+def test_dkim_keys(made_runtime):
+    import base64
+    from cryptography.hazmat.primitives import serialization
+    d = made_runtime.runtime_dir / "dkim"
+    for domain, published_matches in ((made_runtime.domain, True), (BADDKIM_DOMAIN, False)):
+        key = serialization.load_pem_private_key((d / f"{domain}.key").read_bytes(), None)
+        assert key.key_size == 2048
+        record = (d / f"{domain}.dns").read_text().strip()
+        assert record.startswith("v=DKIM1; k=rsa; p=")
+        der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        assert (record.split("p=", 1)[1] == base64.b64encode(der).decode()) is published_matches, domain
+    assert all(f.is_file() for f in runtime.dkim_files(made_runtime))
+
+
+def test_dns_client_against_a_fake_server():
+    """The resolver probe's DNS client: query encoding and answer parsing (A, MX, TXT, REFUSED)."""
+    import socket
+    import struct
+
+    def answer(query: bytes) -> bytes:
+        qid, qtype = query[:2], struct.unpack("!H", query[-4:-2])[0]
+        question = query[12:]
+        name = b"\xc0\x0c"
+        if qtype == 1:
+            rr = name + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([127, 0, 0, 1])
+        elif qtype == 15:
+            target = b"\x04mail\xc0\x0c"
+            rr = name + struct.pack("!HHIH", 15, 1, 60, 2 + len(target)) + struct.pack("!H", 10) + target
+        elif qtype == 16:
+            parts = b"\x05v=spf" + b"\x07 -all.."
+            rr = name + struct.pack("!HHIH", 16, 1, 60, len(parts)) + parts
+        else:
+            return qid + struct.pack("!HHHHH", 0x8185, 1, 0, 0, 0) + question
+        return qid + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0) + question + rr
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        for _n in range(4):
+            data, peer = srv.recvfrom(512)
+            srv.sendto(answer(data), peer)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert dns.query("127.0.0.1", "lab.test", "A", port=port).answers == ["127.0.0.1"]
+        assert dns.query("127.0.0.1", "lab.test", "MX", port=port).answers == [(10, "mail.lab.test")]
+        assert dns.query("127.0.0.1", "lab.test", "TXT", port=port).answers == ["v=spf -all.."]
+        refused = dns.query("127.0.0.1", "example.com", "NS", port=port)
+        assert refused.rcode_name == "REFUSED" and refused.answers == []
+    finally:
+        t.join(5)
+        srv.close()
 
 
 def test_certificate_validity(made_runtime):
@@ -256,6 +385,6 @@ def test_content_hash_is_stable_and_content_sensitive(tmp_path):
 
 
 def test_dockerfiles_use_the_base_tag():
-    for name in ("mta", "mailbox"):
+    for name in CONTAINERS:
         text = (images.context_dir(name) / "Dockerfile").read_text()
         assert "FROM debian:bookworm-slim" in text
