@@ -13,6 +13,8 @@ own asyncio event loop, bound to an ephemeral port on a loopback address.
 TLS material is minted per start (certs.LabCerts); ``ca_path`` is the CA a
 client should trust.  ``faults={variant: ["dele_err", "slow_banner:2"]}``
 makes listeners misbehave on purpose (see faults.FAULTS).
+``oauth_key=oauth.make_key()`` adds XOAUTH2 and OAUTHBEARER logins and a
+token endpoint (see oauth.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from . import faults as _faults
 from .certs import LabCerts
@@ -36,6 +38,11 @@ from .pop3 import Pop3Listener
 from .smtp import SmtpListener
 from .store import MailStore, Message, UnknownFolder, UnknownMailbox
 from .variants import VARIANTS, Hook, Hooks, Variant
+
+if TYPE_CHECKING:
+    # oauth.py is imported only when a lab has a key: `python -m
+    # lab.embedded.oauth` must find it unimported (runpy warns otherwise).
+    from .oauth import OAuthServer, TokenEndpoint
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
@@ -90,13 +97,21 @@ class EmbeddedLab:
     name to a list of named faults (see faults.FAULTS), e.g.
     ``{"pop3": ["dele_err"]}``; on a command the user's hook runs before the
     fault's.  Unknown or unfitting faults raise ValueError here.
+
+    ``oauth_key`` (bytes, e.g. oauth.make_key() or oauth.load_key(path))
+    turns on OAuth: the SMTP, POP3 and IMAP listeners offer XOAUTH2 and
+    OAUTHBEARER and accept the tokens oauth.issue makes with that key for
+    scope "mail" (``lab.issue_token(user)``), and a token endpoint runs on
+    the same host (``lab.token_endpoint.url``), whose clients are the
+    accounts (client_id the user name, client_secret the password).
     """
 
     def __init__(self, host: str = "127.0.0.1",
                  accounts: Optional[Mapping[str, str]] = None,
                  domain: str = "lab.test", *,
                  hooks: Optional[Mapping[str, Hooks]] = None,
-                 faults: Optional[FaultSpecs] = None) -> None:
+                 faults: Optional[FaultSpecs] = None,
+                 oauth_key: Optional[bytes] = None) -> None:
         self.host = _loopback(host)
         self.domain = domain
         self.store = MailStore(DEFAULT_ACCOUNTS if accounts is None
@@ -105,7 +120,13 @@ class EmbeddedLab:
         unknown = set(self.hooks) - {v.name for v in VARIANTS}
         if unknown:
             raise ValueError(f"hooks for unknown variants: {sorted(unknown)}")
-        self.faults = _faults.validate(faults)
+        if oauth_key is not None and (not isinstance(oauth_key, bytes)
+                                      or not oauth_key):
+            raise ValueError("oauth_key must be non-empty bytes")
+        self.oauth_key = oauth_key
+        self.faults = _faults.validate(faults, oauth=oauth_key is not None)
+        self.token_endpoint: Optional["TokenEndpoint"] = None
+        self._oauth: Optional["OAuthServer"] = None
         self._started = 0.0  # time.monotonic() of the last start()
         self.ports: dict[str, int] = {}
         self.certs: Optional[LabCerts] = None
@@ -134,6 +155,15 @@ class EmbeddedLab:
     def address(self, user: str) -> str:
         return f"{user}@{self.domain}"
 
+    def issue_token(self, user: str, scope: str = "mail",
+                    lifetime: float = 3600) -> str:
+        """An access token for ``user`` the lab's servers accept (with the
+        default scope); needs ``oauth_key``."""
+        if self.oauth_key is None:
+            raise RuntimeError("this lab has no OAuth key (oauth_key=...)")
+        from . import oauth
+        return oauth.issue(self.oauth_key, user, scope, lifetime)
+
     def describe(self) -> dict[str, Any]:
         """Everything a client needs, as a JSON-able dict."""
         return {
@@ -148,7 +178,24 @@ class EmbeddedLab:
                  "address": self.address(user)}
                 for user, password in self.accounts.items()
             ],
+            **self._describe_oauth(),
         }
+
+    def _describe_oauth(self) -> dict[str, Any]:
+        """{"oauth": {...}} on a lab with a key (the key base64, as
+        oauth.save_key writes it), else nothing."""
+        if self.oauth_key is None:
+            return {}
+        from . import oauth
+        endpoint = self.token_endpoint
+        return {"oauth": {
+            "key": oauth.key_text(self.oauth_key),
+            "scope": oauth.DEFAULT_SCOPE,
+            "mechanisms": list(oauth.MECHANISMS),
+            "token_url": endpoint.url if endpoint else None,
+            "openid_configuration": (endpoint.openid_configuration
+                                     if endpoint else None),
+        }}
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -163,6 +210,12 @@ class EmbeddedLab:
             raise RuntimeError("lab already started")
         self._tmpdir = Path(tempfile.mkdtemp(prefix="embedded-lab-"))
         self.certs = LabCerts(self._tmpdir)
+        if self.oauth_key is not None:
+            try:
+                self._start_oauth(self.oauth_key)
+            except BaseException:
+                self.stop()
+                raise
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self._exception_handler)
         self._stopping = False
@@ -192,10 +245,23 @@ class EmbeddedLab:
         self._loop = self._thread = None
         self._listeners = []
         self.ports = {}
+        if self.token_endpoint is not None:
+            self.token_endpoint.stop()
+            self.token_endpoint = None
+        self._oauth = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
         self.certs = None
+
+    def _start_oauth(self, key: bytes) -> None:
+        from . import oauth
+        clients = {user: oauth.Client(password, user)
+                   for user, password in self.accounts.items()}
+        self.token_endpoint = oauth.TokenEndpoint(
+            key, clients, host=self.host).start()
+        self._oauth = oauth.OAuthServer(
+            key, openid_configuration=self.token_endpoint.openid_configuration)
 
     # -- loop thread ----------------------------------------------------------
 
@@ -253,7 +319,8 @@ class EmbeddedLab:
             hooks = _faults.compose(self.hooks.get(variant.name, {}),
                                     fault_hooks)
             listener = cls(variant, store=self.store, certs=self.certs,
-                           hooks=hooks, hostname=hostname, tweaks=tweaks)
+                           hooks=hooks, hostname=hostname, tweaks=tweaks,
+                           oauth=self._oauth)
             self._listeners.append(listener)
             await listener.start(self.host)
         ports = {}

@@ -2,11 +2,16 @@
 
     python -m lab.embedded [--host 127.0.0.1] [--describe-file PATH]
                            [--fault VARIANT=FAULT ...] [--list-faults]
+                           [--oauth | --oauth-key-file PATH]
 
 The first stdout line is describe() as one line of JSON (what a wrapper
 parses); one human-readable line per listener follows.  ``--fault
 pop3=dele_err`` (repeatable) makes a listener misbehave on purpose;
-``--list-faults`` prints the catalogue and exits.
+``--list-faults`` prints the catalogue and exits.  ``--oauth`` (a fresh
+key) or ``--oauth-key-file`` (a key written by ``python -m
+lab.embedded.oauth make-key``) adds XOAUTH2, OAUTHBEARER and a token
+endpoint; describe() then has an "oauth" entry and the last line names the
+token URL.
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "(repeatable; see --list-faults)")
     parser.add_argument("--list-faults", action="store_true",
                         help="print the fault catalogue and exit")
+    oauth_group = parser.add_mutually_exclusive_group()
+    oauth_group.add_argument("--oauth", action="store_true",
+                             help="offer XOAUTH2 and OAUTHBEARER with a fresh "
+                                  "key and run a token endpoint")
+    oauth_group.add_argument("--oauth-key-file", type=Path, metavar="PATH",
+                             help="the same with this key (base64, as "
+                                  "python -m lab.embedded.oauth make-key "
+                                  "writes it)")
     args = parser.parse_args(argv)
 
     if args.list_faults:
@@ -69,8 +82,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    oauth_key: Optional[bytes] = None
+    if args.oauth or args.oauth_key_file is not None:
+        from . import oauth
+        try:
+            oauth_key = (oauth.make_key() if args.oauth
+                         else oauth.load_key(args.oauth_key_file))
+        except (OSError, ValueError) as exc:
+            parser.error(f"--oauth-key-file: {exc}")
     try:
-        lab = EmbeddedLab(host=args.host, faults=faults)
+        lab = EmbeddedLab(host=args.host, faults=faults, oauth_key=oauth_key)
     except ValueError as exc:
         parser.error(str(exc))
     with lab:
@@ -85,6 +106,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             suffix = f"  faults: {' '.join(injected)}" if injected else ""
             print(f"{name:<16} {host}:{port}{suffix}")
         print(f"CA: {lab.ca_path}", flush=True)
+        if lab.token_endpoint is not None:
+            print(f"OAuth token endpoint: {lab.token_endpoint.url}",
+                  flush=True)
         # Event.wait() with a timeout keeps the main thread responsive to
         # signals on every platform.
         while not stop.wait(0.5):

@@ -19,7 +19,8 @@ compose freely (slow_banner + trickle + banner_multiline is one slow,
 trickled, three-line greeting) unless two of them would decide the same
 thing (two greetings, two answers to MAIL, ...): that is a ValueError, as
 are unknown names, arguments where none is taken, and a fault for the
-other protocol or for a variant without the STARTTLS/STLS it is about.
+other protocol or for a variant without the STARTTLS/STLS it is about, or an
+OAuth fault on a lab without an OAuth key.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class _Fault:
     takes_secs: bool = False
     default: Optional[float] = None
     needs_starttls: bool = False   # meaningless without STARTTLS / STLS
+    needs_oauth: bool = False      # meaningless on a lab without an OAuth key
 
 
 _CATALOGUE: dict[str, _Fault] = {}
@@ -739,6 +741,26 @@ _fault("bye_mid_session", "imap",
        "reply)",
        ("session end",), _bye_mid_session)
 
+# -- OAuth (XOAUTH2 and OAUTHBEARER, on a lab with an OAuth key) ----------------------
+# Tweaks.oauth_challenge / oauth_echo; see oauth.OAuthServer.authenticate.
+
+_fault("oauth_echo_token", ANY,
+       "the final failure of a rejected OAuth login (XOAUTH2, OAUTHBEARER) "
+       "quotes the bearer token the client sent (`... token <token> "
+       "rejected`)",
+       ("OAuth failure reply",), _tweak(oauth_echo=True), needs_oauth=True)
+_fault("oauth_no_challenge", ANY,
+       "a rejected OAuth token fails at once with the final failure, without "
+       "the JSON error challenge (as Microsoft 365 does)",
+       ("OAuth challenge",), _tweak(oauth_challenge="none"),
+       needs_oauth=True)
+_fault("oauth_bad_challenge", ANY,
+       "a rejected OAuth token is challenged with `oauth error: token "
+       "rejected` (neither base64 nor JSON) instead of the JSON error; the "
+       "client's answer then gets the final failure",
+       ("OAuth challenge",), _tweak(oauth_challenge="garbage"),
+       needs_oauth=True)
+
 FAULTS: dict[str, tuple[str, str]] = {
     name: (fault.protocol, fault.description)
     for name, fault in _CATALOGUE.items()
@@ -771,7 +793,9 @@ def parse(spec: str) -> tuple[str, Optional[float]]:
     return name, secs
 
 
-def _check_variant(variant: Variant, specs: Iterable[str]) -> None:
+def _check_variant(variant: Variant, specs: Iterable[str],
+                   oauth: Optional[bool] = None) -> None:
+    """oauth: whether the lab has an OAuth key (None: not checked)."""
     decided: dict[str, str] = {}
     for spec in specs:
         name, _secs = parse(spec)
@@ -786,6 +810,9 @@ def _check_variant(variant: Variant, specs: Iterable[str]) -> None:
         if fault.needs_starttls and variant.tls != TLS_STARTTLS:
             raise ValueError(f"fault {name!r} needs a variant that offers "
                              f"STARTTLS/STLS; {variant.name!r} does not")
+        if fault.needs_oauth and oauth is False:
+            raise ValueError(f"fault {name!r} needs a lab with an OAuth key "
+                             "(EmbeddedLab(oauth_key=...))")
         for what in sorted(fault.decides):
             other = decided.setdefault(what, name)
             if other != name:
@@ -793,8 +820,10 @@ def _check_variant(variant: Variant, specs: Iterable[str]) -> None:
                                  f"{name!r} both decide the {what}")
 
 
-def validate(faults: Optional[FaultSpecs]) -> dict[str, list[str]]:
-    """Check {variant: specs}; returns it as {variant: [spec, ...]}."""
+def validate(faults: Optional[FaultSpecs], *,
+             oauth: bool = False) -> dict[str, list[str]]:
+    """Check {variant: specs} for a lab with (oauth=True) or without an
+    OAuth key; returns it as {variant: [spec, ...]}."""
     by_name = {v.name: v for v in VARIANTS}
     checked: dict[str, list[str]] = {}
     for variant_name, specs in (faults or {}).items():
@@ -804,7 +833,7 @@ def validate(faults: Optional[FaultSpecs]) -> dict[str, list[str]]:
         spec_list = [specs] if isinstance(specs, str) else list(specs)
         spec_list = [s.strip() if isinstance(s, str) else s
                      for s in spec_list]
-        _check_variant(variant, spec_list)
+        _check_variant(variant, spec_list, oauth)
         if spec_list:
             checked[variant_name] = spec_list
     return checked

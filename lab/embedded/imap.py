@@ -3,7 +3,8 @@
 Extensions: STARTTLS and LOGINDISABLED (RFC 3501), AUTH=PLAIN and
 AUTH=CRAM-MD5 with SASL-IR (RFC 4959), IDLE (RFC 2177), UIDPLUS (RFC 4315),
 MOVE (RFC 6851), SPECIAL-USE (RFC 6154), LITERAL+ (RFC 7888), ID (RFC 2971),
-NAMESPACE (RFC 2342), UNSELECT (RFC 3691).
+NAMESPACE (RFC 2342), UNSELECT (RFC 3691); on a lab with an OAuth key also
+AUTH=XOAUTH2 and AUTH=OAUTHBEARER (RFC 7628), with PLAIN's TLS rule.
 
 One ImapSession per connection walks the RFC 3501 states (not
 authenticated, authenticated, selected, logout).  The folders, UIDs and
@@ -33,12 +34,16 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Optional, Union
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable,
+                    Optional, Union)
 
 from .certs import LabCerts
 from .store import (DELETED, INBOX, JUNK, SEEN, Entry, MailStore,
                     UnknownFolder, header_fields)
 from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hooks, Tweaks, Variant
+
+if TYPE_CHECKING:  # not at run time (see smtp.py)
+    from .oauth import OAuthServer
 
 log = logging.getLogger(__name__)
 
@@ -747,7 +752,13 @@ class ImapSession:
                 caps.append("STARTTLS")
             caps.append("LOGINDISABLED" if self._plaintext_refused()
                         else "AUTH=PLAIN")
-            caps += ["AUTH=CRAM-MD5", "SASL-IR"]
+            caps.append("AUTH=CRAM-MD5")
+            oauth = self.listener.oauth
+            if oauth is not None and not self._plaintext_refused():
+                # Bearer tokens are replayable like passwords: they follow
+                # PLAIN's rule (as Dovecot's disable_plaintext_auth does).
+                caps += [f"AUTH={m}" for m in oauth.mechanisms]
+            caps.append("SASL-IR")
         caps += ["LITERAL+", "ID", "NAMESPACE", "UNSELECT"]
         caps += [c for c in ("IDLE", "UIDPLUS", "MOVE")
                  if c not in self.variant.lacks]
@@ -980,6 +991,12 @@ class ImapSession:
             response = await self._sasl_response(
                 base64.b64encode(challenge).decode("ascii"), None)
             user = self._check_cram(challenge, response)
+        elif (self.listener.oauth is not None
+              and mechanism in self.listener.oauth.mechanisms):
+            if self._plaintext_refused():
+                raise no("[PRIVACYREQUIRED] Plaintext authentication "
+                         "disallowed on non-secure (SSL/TLS) connections.")
+            return await self._oauth(mechanism, initial)
         else:
             raise no("Unsupported authentication mechanism.")
         if user is None or self.listener.tweaks.auth_fails:
@@ -1004,6 +1021,30 @@ class ImapSession:
                                     validate=True)
         except (binascii.Error, ValueError):
             raise bad("Invalid base64 data in continued response") from None
+
+    async def _oauth(self, mechanism: str, initial: Optional[str]) -> str:
+        oauth = self.listener.oauth
+        assert oauth is not None
+        tweaks = self.listener.tweaks
+        first = (None if initial is None
+                 else await self._sasl_response("", initial))
+
+        async def ask(text: str) -> Optional[bytes]:
+            # "*" and bad base64 end the command with BAD right here.
+            return await self._sasl_response(text, None)
+
+        outcome = await oauth.authenticate(
+            mechanism, first, ask,
+            lambda user: self.store.password(user) is not None,
+            fails=tweaks.auth_fails, challenge=tweaks.oauth_challenge)
+        if outcome.unexpected:
+            raise bad("Invalid response to the OAuth error challenge")
+        if outcome.user is not None:
+            return self._welcome(outcome.user)
+        if tweaks.oauth_echo and outcome.token:
+            raise no("[AUTHENTICATIONFAILED] Authentication failed: token "
+                     f"{outcome.token} rejected")
+        raise no("[AUTHENTICATIONFAILED] Authentication failed.")
 
     def _check_plain(self, response: bytes) -> Optional[str]:
         parts = response.split(b"\0")
@@ -1401,11 +1442,13 @@ class ImapListener:
     def __init__(self, variant: Variant, *, store: MailStore,
                  certs: LabCerts, hooks: Optional[Hooks] = None,
                  hostname: Optional[str] = None,
-                 tweaks: Optional[Tweaks] = None) -> None:
+                 tweaks: Optional[Tweaks] = None,
+                 oauth: Optional["OAuthServer"] = None) -> None:
         self.variant = variant
         self.store = store
         self.hooks = dict(hooks or {})
         self.tweaks = tweaks or Tweaks()
+        self.oauth = oauth
         self.hostname = hostname or socket.gethostname()
         self.tls_context: Optional[ssl.SSLContext] = (
             certs.server_context(variant.cert)

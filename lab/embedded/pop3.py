@@ -1,4 +1,5 @@
-"""A small asyncio POP3 server: RFC 1939, CAPA (RFC 2449), STLS (RFC 2595).
+"""A small asyncio POP3 server: RFC 1939, CAPA (RFC 2449), STLS (RFC 2595),
+and, on a lab with an OAuth key, AUTH (RFC 5034) with XOAUTH2 and OAUTHBEARER.
 
 One Pop3Session per connection walks the RFC 1939 states: AUTHORIZATION
 (USER/PASS, APOP, CAPA, STLS), TRANSACTION (the maildrop is locked and
@@ -10,6 +11,8 @@ reaches UPDATE, so it deletes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import itertools
@@ -18,11 +21,14 @@ import os
 import socket
 import ssl
 import time
-from typing import Awaitable, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Optional
 
 from .certs import LabCerts
 from .store import MailStore, Message
 from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hooks, Tweaks, Variant
+
+if TYPE_CHECKING:  # not at run time (see smtp.py)
+    from .oauth import OAuthServer
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +263,81 @@ class Pop3Session:
         await self.push(f"+OK maildrop locked and ready, {count} messages "
                         f"({size} octets)")
 
+    async def cmd_auth(self, arg: Optional[str]) -> None:
+        """RFC 5034 AUTH, only XOAUTH2 and OAUTHBEARER (and only on a lab
+        with an OAuth key: elsewhere the command is unknown, as before)."""
+        oauth = self.listener.oauth
+        if oauth is None:
+            await self.push("-ERR unknown command")
+            return
+        if self.state != AUTHORIZATION:
+            await self.push("-ERR command not valid in this state")
+            return
+        words = (arg or "").split()
+        if not words:
+            # Not in RFC 5034, but what clients probe with (RFC 1734 style).
+            await self.push_multiline(
+                "+OK SASL mechanisms follow",
+                (m.encode() for m in oauth.mechanisms))
+            return
+        mechanism = words[0].upper()
+        if len(words) > 2:
+            await self.push("-ERR usage: AUTH mechanism [initial-response]")
+            return
+        if mechanism not in oauth.mechanisms:
+            await self.push("-ERR unsupported authentication mechanism")
+            return
+        initial = None
+        if len(words) == 2:
+            initial = await self._sasl_decode(words[1], initial=True)
+            if initial is None:
+                return
+
+        async def ask(text: str) -> Optional[bytes]:
+            await self.push(f"+ {text}")
+            line = await self._read_line()
+            if line is None:
+                self.close()
+                return None
+            return await self._sasl_decode(
+                line.rstrip(b"\r\n").decode("ascii", "replace"))
+
+        outcome = await oauth.authenticate(
+            mechanism, initial, ask,
+            lambda user: self.store.password(user) is not None,
+            fails=False, challenge=self.listener.tweaks.oauth_challenge)
+        if outcome.answered:
+            return
+        if outcome.unexpected:
+            await self.push("-ERR Invalid response to the OAuth error "
+                            "challenge")
+        elif outcome.user is not None:
+            await self._login(outcome.user, True)
+        elif self.listener.tweaks.oauth_echo and outcome.token:
+            await self.push(f"-ERR [AUTH] Authentication failed: token "
+                            f"{outcome.token} rejected")
+        else:
+            await self.push("-ERR [AUTH] Authentication failed.")
+
+    async def _sasl_decode(self, text: str,
+                           initial: bool = False) -> Optional[bytes]:
+        """A client's base64 SASL response, or None after answering -ERR
+        (RFC 5034 4: "*" cancels; "=" is an empty initial response)."""
+        if text == "*" and not initial:
+            await self.push("-ERR authentication aborted")
+            return None
+        if text == "=" and initial:
+            return b""
+        try:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            await self.push("-ERR invalid base64 in SASL response")
+            return None
+
     async def cmd_capa(self, arg: Optional[str]) -> None:
         caps = ["TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE"]
+        if self.listener.oauth is not None:
+            caps.append("SASL " + " ".join(self.listener.oauth.mechanisms))
         if self._stls_available():
             caps.append("STLS")
         caps.append(f"IMPLEMENTATION {IMPLEMENTATION}")
@@ -414,6 +493,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...],
     "PASS": ((AUTHORIZATION,), Pop3Session.cmd_pass),
     "APOP": ((AUTHORIZATION,), Pop3Session.cmd_apop),
     "STLS": ((AUTHORIZATION,), Pop3Session.cmd_stls),
+    "AUTH": (_AnyState, Pop3Session.cmd_auth),  # it checks the state itself
     "CAPA": (_AnyState, Pop3Session.cmd_capa),
     "QUIT": (_AnyState, Pop3Session.cmd_quit),
     "STAT": ((TRANSACTION,), Pop3Session.cmd_stat),
@@ -434,11 +514,13 @@ class Pop3Listener:
     def __init__(self, variant: Variant, *, store: MailStore,
                  certs: LabCerts, hooks: Optional[Hooks] = None,
                  hostname: Optional[str] = None,
-                 tweaks: Optional[Tweaks] = None) -> None:
+                 tweaks: Optional[Tweaks] = None,
+                 oauth: Optional["OAuthServer"] = None) -> None:
         self.variant = variant
         self.store = store
         self.hooks = dict(hooks or {})
         self.tweaks = tweaks or Tweaks()
+        self.oauth = oauth
         self.hostname = hostname or socket.gethostname()
         self.tls_context: Optional[ssl.SSLContext] = (
             certs.server_context(variant.cert)

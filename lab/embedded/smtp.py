@@ -3,18 +3,23 @@
 Mail is accepted with or without AUTH (like port 25); AUTH is offered on
 every variant, with or without TLS, because deciding whether plaintext AUTH
 is acceptable is the client's job, and that is what the tests exercise.
+With an OAuth key (EmbeddedLab(oauth_key=...)) XOAUTH2 and OAUTHBEARER are
+offered too (see oauth.OAuthServer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
+import collections
 import hmac
 import itertools
 import logging
 import os
 import secrets
 import time
-from typing import Any, Optional
+from base64 import b64decode
+from typing import TYPE_CHECKING, Any, Optional
 
 from aiosmtpd.smtp import (
     MISSING,
@@ -31,11 +36,16 @@ from .certs import LabCerts
 from .store import MailStore
 from .variants import TLS_IMPLICIT, TLS_STARTTLS, Hook, Hooks, Tweaks, Variant
 
+if TYPE_CHECKING:  # not at run time: `python -m lab.embedded.oauth` must
+    from .oauth import OAuthServer  # find it unimported (runpy warns)
+
 log = logging.getLogger(__name__)
 
 IDENT = "ESMTP mailops embedded lab"
 # Hook names that are not SMTP commands (see variants.Hook).
 PSEUDO_COMMANDS = frozenset(("CONNECT", "GREETING", "REPLY"))
+# The handler's OAuth mechanisms, left out of AUTH on a lab without a key.
+OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 
 
 class LabHandler:
@@ -46,9 +56,11 @@ class LabHandler:
     """
 
     def __init__(self, store: MailStore,
-                 tweaks: Optional[Tweaks] = None) -> None:
+                 tweaks: Optional[Tweaks] = None,
+                 oauth: Optional["OAuthServer"] = None) -> None:
         self.store = store
         self.tweaks = tweaks or Tweaks()
+        self.oauth = oauth
         self._queue_ids = itertools.count(1)
         # Deliveries waiting for deliver_delay; cancelled when the lab stops.
         self.late: set[asyncio.TimerHandle] = set()
@@ -151,6 +163,55 @@ class LabHandler:
                               auth_data=LoginPassword(login, b""))
         return AuthResult(success=False, handled=False)
 
+    @auth_mechanism("XOAUTH2")
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """Google's and Microsoft's bearer token login (only with a key)."""
+        return await self._oauth(server, args, "XOAUTH2")
+
+    @auth_mechanism("OAUTHBEARER")
+    async def auth_OAUTHBEARER(self, server: SMTP,
+                               args: list[str]) -> AuthResult:
+        """RFC 7628 bearer token login (only with a key)."""
+        return await self._oauth(server, args, "OAUTHBEARER")
+
+    async def _oauth(self, server: SMTP, args: list[str],
+                     mechanism: str) -> AuthResult:
+        assert self.oauth is not None  # the mechanisms are excluded otherwise
+        initial = None
+        if len(args) == 2:
+            try:
+                # RFC 4954 4: "=" is an empty initial response.
+                initial = (b"" if args[1] == "=" else
+                           b64decode(args[1].encode(), validate=True))
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+
+        async def ask(text: str) -> Optional[bytes]:
+            answer = await server.challenge_auth(text.encode("ascii"),
+                                                 encode_to_b64=False)
+            # MISSING: challenge_auth already answered ("*", bad base64).
+            return None if answer is MISSING else answer
+
+        outcome = await self.oauth.authenticate(
+            mechanism, initial, ask,
+            lambda user: self.store.password(user) is not None,
+            fails=self.tweaks.auth_fails,
+            challenge=self.tweaks.oauth_challenge)
+        if outcome.answered:
+            return AuthResult(success=False, handled=True)
+        if outcome.unexpected:
+            return AuthResult(success=False, handled=False, message=(
+                "501 5.5.2 Invalid response to the OAuth error challenge"))
+        if outcome.user is not None:
+            return AuthResult(success=True, auth_data=LoginPassword(
+                outcome.user.encode("utf-8"), b""))
+        message = None  # aiosmtpd's "535 5.7.8 Authentication credentials invalid"
+        if self.tweaks.oauth_echo and outcome.token:
+            message = ("535 5.7.8 Authentication credentials invalid: "
+                       f"token {outcome.token} rejected")
+        return AuthResult(success=False, handled=False, message=message)
+
 
 class LabSession(Session):
     """aiosmtpd's Session without the login_data deprecation warning.
@@ -179,11 +240,24 @@ class LabSMTP(SMTP):
 
     def __init__(self, handler: LabHandler, *, hooks: Hooks,
                  listener: "SmtpListener", **kwargs: Any) -> None:
+        if listener.oauth is not None:
+            # A bearer token's SASL response (after a bare "AUTH OAUTHBEARER") is one line of
+            # up to RFC 4954's 12288 octets; aiosmtpd's reader stops at 1001.
+            self.line_length_limit = 12288 + 2
         super().__init__(handler, **kwargs)
         self._lab_hooks = dict(hooks)
         self._listener = listener
         # Set just before aiosmtpd sends the greeting: the next push is it.
         self._lab_greeting_next = False
+        if listener.oauth is not None:
+            # aiosmtpd's size limits live in one dict shared by every
+            # connection (a class attribute); ours is per connection.  An
+            # AUTH line with a bearer token is longer than aiosmtpd's 512
+            # (RFC 4954 4 allows 12288); the reader still caps every line
+            # at line_length_limit.
+            self.command_size_limits = collections.defaultdict(
+                lambda: self.command_size_limit,
+                {"AUTH": self.line_length_limit})
         for command, hook in self._lab_hooks.items():
             if command not in PSEUDO_COMMANDS:
                 # _smtp_methods is aiosmtpd's {COMMAND: bound method} table.
@@ -272,11 +346,13 @@ class SmtpListener:
     def __init__(self, variant: Variant, *, store: MailStore,
                  certs: LabCerts, hooks: Optional[Hooks] = None,
                  hostname: str = "localhost",
-                 tweaks: Optional[Tweaks] = None) -> None:
+                 tweaks: Optional[Tweaks] = None,
+                 oauth: Optional["OAuthServer"] = None) -> None:
         self.variant = variant
         self.hooks = dict(hooks or {})
         self.hostname = hostname
-        self.handler = LabHandler(store, tweaks)
+        self.oauth = oauth
+        self.handler = LabHandler(store, tweaks, oauth)
         self.connections: set[LabSMTP] = set()
         self.port: Optional[int] = None
         self._server: Optional[asyncio.AbstractServer] = None
@@ -293,6 +369,8 @@ class SmtpListener:
             tls_context=self._tls if self.variant.tls == TLS_STARTTLS else None,
             require_starttls=False,
             auth_require_tls=False,
+            auth_exclude_mechanism=(() if self.oauth is not None
+                                    else OAUTH_MECHANISMS),
             authenticator=self.handler.authenticate,
             loop=asyncio.get_running_loop(),
         )

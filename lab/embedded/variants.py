@@ -78,6 +78,13 @@ class Tweaks:
     idle_done_answered: bool = True
     # IMAP: the size announced for a FETCH literal of n bytes (None: n).
     literal_size: Optional[Callable[[int], int]] = None
+    # OAuth (XOAUTH2, OAUTHBEARER; labs with an OAuth key): how a rejected
+    # token is answered: "json" (the provider-style JSON error challenge),
+    # "none" (the final failure at once) or "garbage" (a challenge that is
+    # neither base64 nor JSON); see oauth.OAuthServer.authenticate.
+    oauth_challenge: str = "json"
+    # OAuth: the final failure quotes the bearer token the client sent.
+    oauth_echo: bool = False
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,15 @@ options:
     description:
       - Password of O(username). Never returned, logged or shown in a transcript.
     type: str
+  oauth2_token:
+    description:
+      - OAuth 2.0 access token of O(username), for the OAuth logins (SASL XOAUTH2 and OAUTHBEARER, RFC 7628), as
+        hosted mailboxes (Microsoft 365, Google Workspace) require. M(mailops.health.oauth2_token) gets one with the
+        client credentials grant.
+      - Sent only over TLS, whatever O(allow_cleartext_auth) says. Never returned, logged or shown in a transcript, in
+        any form (the SASL payload is base64 of a text that holds it).
+      - When the server refuses the token, the failure says what its error challenge said (status, scope).
+    type: str
 '''
 
     # check_mode and diff_mode of every module: full check mode support, no diff. A module

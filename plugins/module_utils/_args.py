@@ -50,6 +50,7 @@ def endpoint(prefix='', tls_default='tls'):
         tls_server_name=dict(type='str'),
         username=dict(type='str'),
         password=dict(type='str', no_log=True),
+        oauth2_token=dict(type='str', no_log=True),
     )
     return dict((prefix + key, value) for key, value in spec.items())
 
@@ -59,14 +60,17 @@ def smtp_auth(prefix=''):
     spec = dict(smtp_auth=dict(type='str', choices=list(SMTP_AUTH), default='none'),
                 auth_mechanism=dict(type='list', elements='str', choices=list(AUTH_MECHANISMS), default=['auto']),
                 helo=dict(type='str'))
-    required_if = [('smtp_auth', 'password', (prefix + 'username', prefix + 'password'))]
+    required_if = [('smtp_auth', 'password', (prefix + 'username', prefix + 'password')),
+                   ('smtp_auth', 'oauth2', (prefix + 'username', prefix + 'oauth2_token'))]
     return spec, required_if
 
 
 def pop3_auth(prefix='', default='password'):
     spec = dict(pop3_auth=dict(type='str', choices=list(POP3_AUTH), default=default))
     required_if = [('pop3_auth', 'password', (prefix + 'username', prefix + 'password')),
-                   ('pop3_auth', 'apop', (prefix + 'username', prefix + 'password'))]
+                   ('pop3_auth', 'apop', (prefix + 'username', prefix + 'password')),
+                   ('pop3_auth', 'xoauth2', (prefix + 'username', prefix + 'oauth2_token')),
+                   ('pop3_auth', 'oauthbearer', (prefix + 'username', prefix + 'oauth2_token'))]
     return spec, required_if
 
 
@@ -102,7 +106,8 @@ def imap_check_spec():
         folder=dict(type='str', default=DEFAULT_FOLDER),
         folders=dict(type='list', elements='str'),
     )
-    return spec, [('imap_auth', 'password', ('username', 'password'))]
+    return spec, [('imap_auth', 'password', ('username', 'password')),
+                  ('imap_auth', 'oauth2', ('username', 'oauth2_token'))]
 
 
 def roundtrip_spec():
@@ -117,13 +122,15 @@ def roundtrip_spec():
     # The receive side: POP3 (as before) or IMAP; the chosen side's host and credentials are
     # required, whatever pop3_auth says (a round trip always reads a mailbox).
     spec.update(pop3_auth()[0])
-    spec['pop3_auth']['choices'] = ['password', 'apop']
+    spec['pop3_auth']['choices'] = [choice for choice in POP3_AUTH if choice != 'none']
     spec.update(endpoint('sender_', tls_default='starttls_if_available'))
     for key in ('pop3_host', 'imap_host', 'sender_host'):
         spec[key]['required'] = False
     required_if = required_if + [
-        ('receive_protocol', 'pop3', ('pop3_host', 'pop3_username', 'pop3_password')),
-        ('receive_protocol', 'imap', ('imap_host', 'imap_username', 'imap_password')),
+        ('receive_protocol', 'pop3', ('pop3_host', 'pop3_username')),
+        ('receive_protocol', 'pop3', ('pop3_password', 'pop3_oauth2_token'), True),
+        ('receive_protocol', 'imap', ('imap_host', 'imap_username')),
+        ('receive_protocol', 'imap', ('imap_password', 'imap_oauth2_token'), True),
     ]
     spec.update(
         receive_protocol=dict(type='str', choices=list(RECEIVE_PROTOCOLS), default='pop3'),

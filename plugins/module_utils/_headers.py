@@ -5,13 +5,12 @@
 hops_summary), its Authentication-Results and Received-SPF headers (authentication_results,
 verdicts), and, for a bounce, its delivery status (delivery_status, RFC 3464).
 
-headers is what a mailbox hands over: the raw header lines (str or bytes, folded continuation
-lines included, one or several lines per item), the header as one str or bytes, or an
-email.message.Message. A server the probe does not control wrote these bytes: nothing here
-raises, what cannot be read is None, and a hostile mail cannot make a result large. Only the
-topmost MAX_FIELDS fields of a kind are read (the receiving side prepends its own above whatever
-the sender wrote), each up to MAX_VALUE characters, and every string a result holds is cut at
-MAX_STRING.
+headers is what a mailbox hands over: the raw header lines (str or bytes, folded lines included,
+one or several lines per item), the header as one str or bytes, or an email.message.Message.
+A server the probe does not control wrote these bytes: nothing here raises, what cannot be read
+is None, and no mail can make a result large: only the topmost MAX_FIELDS fields of a kind are
+read (the receiving side prepends its own above what the sender wrote), each up to MAX_VALUE
+characters, and every string in a result is cut at MAX_STRING.
 
 Stdlib only, no Ansible import.
 """
@@ -50,7 +49,7 @@ _DATE = re.compile(r'(?:\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?\s*)?\b\d{1,2}\
                    r'(?:\s*[+-]\d{4}|\s+[A-Z]{1,5}\b)?', re.I)
 _ATOM = re.compile(r'=|[^\s=]+')
 _DIGITS = re.compile(r'^[0-9]{1,9}$')
-_SPF_RESULTS = ('pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror', 'policy')
+_SPF_RESULTS = ('pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror')
 _STATUS = re.compile(r'(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?!\.?\d)')
 _BOUNCE_SUBJECT = re.compile(r'undeliver|returned mail|delivery status notification|delivery (?:has )?fail|'
                              r'failure notice|non-?delivery|mail delivery (?:failed|system)|could not be delivered', re.I)
@@ -343,15 +342,16 @@ def _received_spf(value):
             'results': [{'method': 'spf', 'result': result, 'reason': None, 'properties': properties}]}
 
 
+def _norm(authserv_id):
+    """An authserv-id as compared: case and a final dot aside."""
+    return _text(authserv_id).strip().lower().rstrip('.') if authserv_id is not None else None
+
+
 def _ids(authserv_ids):
-    """The normalized set of authserv_ids (one str, or several), or None."""
+    """The set of authserv_ids (one str, or several) as compared, or None."""
     if authserv_ids is None:
         return None
     return set(_norm(one) for one in ([authserv_ids] if isinstance(authserv_ids, str) else authserv_ids)) - set([None])
-
-
-def _norm(authserv_id):
-    return _text(authserv_id).strip().lower().rstrip('.') if authserv_id is not None else None
 
 
 def authentication_results(headers, authserv_ids=None):
@@ -410,6 +410,11 @@ def verdicts(parsed, authserv_ids=None):
     return out
 
 
+def _raw(item):
+    """item as bytes: a str encoded as UTF-8."""
+    return bytes(item) if isinstance(item, (bytes, bytearray)) else _text(item).encode('utf-8')
+
+
 def _parts(message):
     """The parts of message depth first: at most MAX_PARTS, MAX_DEPTH multiparts deep, never
     into an attached message."""
@@ -423,13 +428,8 @@ def _parts(message):
 
 
 def _header_lines(source):
-    """The header lines of source (a Message, bytes or str), up to its blank line."""
-    out = []
-    for line in _lines(source):
-        if not line or len(out) >= MAX_ORIGINAL_LINES:
-            break
-        out.append(line[:MAX_TEXT])
-    return out
+    """The header lines of source (a Message, bytes or str) up to its blank line, cut."""
+    return [line[:MAX_TEXT] for line in itertools.islice(itertools.takewhile(bool, _lines(source)), MAX_ORIGINAL_LINES)]
 
 
 def _typed(value):
@@ -470,9 +470,8 @@ def delivery_status(message):
     'original_headers' (the header lines of the returned message)}."""
     try:
         if not isinstance(message, (bytes, bytearray, str)):  # lines
-            message = b'\r\n'.join(_text(line).encode('utf-8') if isinstance(line, str) else bytes(line).rstrip(b'\r\n')
-                                    for line in message)
-        parsed = email.message_from_bytes((message if isinstance(message, bytes) else _text(message).encode('utf-8'))[:MAX_MESSAGE])
+            message = b'\r\n'.join(_raw(line).rstrip(b'\r\n') for line in message)
+        parsed = email.message_from_bytes(_raw(message)[:MAX_MESSAGE])
         report, original, texts = None, None, []
         for part in _parts(parsed):
             kind = part.get_content_type()

@@ -15,6 +15,7 @@ import hmac
 import re
 import time
 
+from ansible_collections.mailops.health.plugins.module_utils import _oauth
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
 )
@@ -22,8 +23,8 @@ from ansible_collections.mailops.health.plugins.module_utils._session import (
     INSPECT, MASK, MAX_RESPONSE, Client, Conversation, cleartext_guard, converse, endpoint_port,
 )
 
-IMAP_AUTH = ('none', 'password')
-IMAP_MECHANISMS = ('auto', 'login', 'plain', 'cram-md5')
+IMAP_AUTH = ('none', 'password', 'oauth2')
+IMAP_MECHANISMS = ('auto', 'login', 'plain', 'cram-md5', 'xoauth2', 'oauthbearer')
 # auth_mechanism=auto: a challenge mechanism first because it never reveals the password.
 _AUTO_ORDER = ('cram-md5', 'plain', 'login')
 _CLEARTEXT = ('plain', 'login')
@@ -327,6 +328,9 @@ class ImapClient(Client):
     def login(self):
         if self.params.get('imap_auth', 'none') == 'none' or self.preauth:
             return False
+        if self.params.get('imap_auth') == 'oauth2':
+            self.oauth()
+            return True
         username, password = self.params.get('username') or '', self.params.get('password') or ''
         mechanism = self.choose_mechanism()
         self.facts['auth_mechanism_used'] = mechanism
@@ -357,6 +361,34 @@ class ImapClient(Client):
             self.command('login', 'AUTHENTICATE CRAM-MD5', continuation=answer)
         return True
 
+    def oauth(self):
+        """AUTHENTICATE XOAUTH2 or OAUTHBEARER with oauth2_token (see _oauth); the initial response
+        with the command when the server has SASL-IR, else at its first continuation."""
+        asked = self.params.get('auth_mechanism') or 'auto'
+        offered = [c.split('=', 1)[1].upper() for c in self.caps if c.upper().startswith('AUTH=')]
+        mech = _oauth.choose(None if asked == 'auto' else asked, offered)
+        if mech is None:
+            raise self.session.error('login', '%s not offered (capabilities: %s)' % (
+                'AUTHENTICATE ' + asked.upper() if asked != 'auto' else 'no OAuth mechanism (OAUTHBEARER, XOAUTH2)',
+                ' '.join(self.caps)))
+        exchange = _oauth.Exchange(self, mech, 'login')
+        pending = []
+
+        def answer(text):
+            if pending:
+                self.session.send_line('login', pending.pop(), shown=MASK)
+            else:
+                self.session.send_line('login', exchange.answer(text))
+        try:
+            if self.has('SASL-IR'):
+                self.command('login', 'AUTHENTICATE %s %s' % (mech, exchange.response),
+                             shown='AUTHENTICATE %s %s' % (mech, MASK), continuation=answer)
+            else:
+                pending.append(exchange.response)
+                self.command('login', 'AUTHENTICATE ' + mech, continuation=answer)
+        except Refused as e:
+            raise exchange.failed(e)
+
     def choose_mechanism(self):
         """The login mechanism: the one asked for when the server allows it, else (auto) a
         challenge mechanism first, and no cleartext one without TLS unless allowed."""
@@ -364,6 +396,9 @@ class ImapClient(Client):
         if not self.has('LOGINDISABLED'):
             offered.append('login')
         asked = self.params.get('auth_mechanism') or 'auto'
+        if asked in ('xoauth2', 'oauthbearer'):
+            raise self.session.error('login', 'auth_mechanism %s logs in with a token: set imap_auth=oauth2 and '
+                                              'oauth2_token' % asked)
         if asked != 'auto':
             if asked not in offered:
                 raise self.session.error('login', '%s not offered (capabilities: %s)' % (
@@ -521,6 +556,7 @@ def run_session(params, check, work=None):
 def imap_check(params):
     """The imap_check module's core: returns the result dict, raises ProbeError on failure."""
     validate_endpoint(params)
+    _oauth.validate('imap', params)
     folder = params.get('folder') or DEFAULT_FOLDER
     required = params.get('folders') or []
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 
+from ansible_collections.mailops.health.plugins.module_utils import _oauth
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, endpoint_label, is_number, run_check, validate_endpoint,
 )
@@ -18,7 +19,7 @@ from ansible_collections.mailops.health.plugins.module_utils._session import (
     INSPECT, MASK, MAX_RESPONSE, Client, add_hint, cleartext_guard, converse, endpoint_port,
 )
 
-POP3_AUTH = ('none', 'password', 'apop')
+POP3_AUTH = ('none', 'password', 'apop', 'xoauth2', 'oauthbearer')
 _APOP_TIMESTAMP = re.compile(r'<[^<>\s]+>')
 # More new messages than this since the previous check: one full UIDL listing is cheaper.
 APPENDED_LIMIT = 20
@@ -122,6 +123,9 @@ class Pop3Client(Client):
         method = self.params.get('pop3_auth', 'none')
         if method == 'none':
             return False
+        if method in ('xoauth2', 'oauthbearer'):
+            self.oauth(method.upper())
+            return True
         username, password = self.params.get('username') or '', self.params.get('password') or ''
         session = self.session
         if method == 'apop':
@@ -134,6 +138,34 @@ class Pop3Client(Client):
             self.command('login', 'USER ' + username, 'USER')
             self.command('login', 'PASS ' + password, 'PASS', shown='PASS ' + MASK)
         return True
+
+    def oauth(self, mech):
+        """AUTH (RFC 5034) with XOAUTH2 or OAUTHBEARER and oauth2_token (see _oauth): an initial
+        response when the command fits 255 octets, else after the server's empty challenge."""
+        sasl = [c.split()[1:] for c in self.capability_list or () if c.split()[:1] == ['SASL']]
+        offered = [m.upper() for words in sasl for m in words]
+        if self.capability_list is not None and mech not in offered:
+            raise self.session.error('login', 'AUTH %s not offered (SASL: %s)' % (mech, ' '.join(offered) or 'none'))
+        exchange = _oauth.Exchange(self, mech, 'login')
+        pending = None
+        if len('AUTH %s %s' % (mech, exchange.response)) <= 253:
+            self.session.send_line('login', 'AUTH %s %s' % (mech, exchange.response), shown='AUTH %s %s' % (mech, MASK))
+        else:
+            self.session.send_line('login', 'AUTH ' + mech)
+            pending = exchange.response
+        while True:
+            line = self.session.read_line('login')
+            if line.startswith('+OK'):
+                return
+            if line.startswith('-ERR'):
+                raise exchange.failed(self.session.error('login', 'AUTH %s refused (%s)' % (mech, line), Refused))
+            if not line.startswith('+'):
+                raise self.session.error('login', 'malformed reply %s' % self.session.quote(line))
+            if pending is not None:
+                self.session.send_line('login', pending, shown=MASK)
+                pending = None
+            else:
+                self.session.send_line('login', exchange.answer(line[1:].strip()))
 
     def apop_digest(self):
         return hashlib.md5((self.timestamp + (self.params.get('password') or '')).encode('utf-8')).hexdigest()
@@ -221,6 +253,7 @@ def run_session(params, check, work=None):
 def pop3_check(params):
     """The pop3_check module's core: returns the result dict, raises ProbeError on failure."""
     validate_endpoint(params)
+    _oauth.validate('pop3', params)
 
     def stat(client):
         client.facts['message_count'], client.facts['mailbox_size'] = client.stat()

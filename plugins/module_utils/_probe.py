@@ -51,7 +51,9 @@ _HOST_NAME = re.compile(r'^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-
 _ZONE = re.compile(r'^[A-Za-z0-9_.-]{1,64}$')
 # The secret options, each with the user name it goes with (for the AUTH PLAIN payload).
 SECRET_OPTIONS = {'password': 'username', 'smtp_password': 'smtp_username', 'pop3_password': 'pop3_username',
-                  'imap_password': 'imap_username', 'sender_password': 'sender_username'}
+                  'imap_password': 'imap_username', 'sender_password': 'sender_username', 'oauth2_token': 'username',
+                  'smtp_oauth2_token': 'smtp_username', 'pop3_oauth2_token': 'pop3_username',
+                  'imap_oauth2_token': 'imap_username', 'sender_oauth2_token': 'sender_username'}
 
 
 class ProbeError(Exception):

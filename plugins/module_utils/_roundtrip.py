@@ -31,7 +31,7 @@ import uuid
 from email.parser import HeaderParser
 from email.utils import parsedate_to_datetime
 
-from ansible_collections.mailops.health.plugins.module_utils import _headers, _imap, _pop3, _smtp
+from ansible_collections.mailops.health.plugins.module_utils import _headers, _imap, _oauth, _pop3, _smtp
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
     DEFAULT_TIMEOUT, ProbeError, check_options, run_check, validate_endpoint,
 )
@@ -66,7 +66,7 @@ _BOUNCER = re.compile(r'mailer-daemon|postmaster|mail delivery (sub)?system', re
 def side(params, prefix, extra=()):
     """The options of one side (smtp_* or pop3_*) in the shape the single-protocol core takes."""
     one = dict((key, params.get(key)) for key in _SHARED + tuple(extra))
-    for key in ('host', 'port', 'tls_mode', 'tls_server_name', 'username', 'password'):
+    for key in ('host', 'port', 'tls_mode', 'tls_server_name', 'username', 'password', 'oauth2_token'):
         one[key] = params.get('%s_%s' % (prefix, key))
     return one
 
@@ -210,7 +210,8 @@ def receive_side(params):
     if protocol == 'pop3':
         return protocol, side(params, 'pop3', ('pop3_auth',))
     one = side(params, 'imap')
-    one.update(imap_auth='password', auth_mechanism=params.get('imap_auth_mechanism') or 'auto',
+    one.update(imap_auth='oauth2' if params.get('imap_oauth2_token') else 'password',
+               auth_mechanism=params.get('imap_auth_mechanism') or 'auto',
                folder=params.get('imap_folder') or _imap.DEFAULT_FOLDER, junk_folders=params.get('junk_folders'))
     return protocol, one
 
@@ -221,10 +222,12 @@ def sender_side(params):
         return None
     protocol = params.get('sender_protocol') or 'imap'
     one = side(params, 'sender')
+    token = bool(one.get('oauth2_token'))
     if protocol == 'pop3':
-        one['pop3_auth'] = 'password'
+        one['pop3_auth'] = 'xoauth2' if token else 'password'
     else:
-        one.update(imap_auth='password', auth_mechanism='auto', folder=_imap.DEFAULT_FOLDER, junk_folders=None)
+        one.update(imap_auth='oauth2' if token else 'password', auth_mechanism='auto', folder=_imap.DEFAULT_FOLDER,
+                   junk_folders=None)
     return protocol, one
 
 
@@ -235,10 +238,10 @@ def check_sender_side(params):
     protocol, one = found
     if protocol not in RECEIVE_PROTOCOLS:
         raise ProbeError('input', 'sender_protocol must be one of %s, got %s' % (', '.join(RECEIVE_PROTOCOLS), protocol))
-    missing = [key for key in ('username', 'password') if not one.get(key)]
-    if missing:
-        raise ProbeError('input', 'sender_host needs %s' % ', '.join('sender_' + key for key in missing))
+    if not one.get('username') or not (one.get('password') or one.get('oauth2_token')):
+        raise ProbeError('input', 'sender_host needs sender_username and sender_password (or sender_oauth2_token)')
     validate_endpoint(one)
+    _oauth.validate(protocol, one, 'sender_oauth2_token')
     if (protocol, one['host'], endpoint_port(protocol, one), one['username']) == mailbox_of(params):
         raise ProbeError('input', 'sender_* name the mailbox the round trip reads; leave them out (that mailbox is '
                                   'watched for bounces anyway)')
@@ -252,15 +255,16 @@ def prepare(params):
     protocol = params.get('receive_protocol') or 'pop3'
     if protocol not in RECEIVE_PROTOCOLS:
         raise ProbeError('input', 'receive_protocol must be one of %s, got %s' % (', '.join(RECEIVE_PROTOCOLS), protocol))
-    missing = [key for key in ('host', 'username', 'password') if not params.get('%s_%s' % (protocol, key))]
+    _protocol, receive_params = receive_side(params)
+    secret = 'oauth2_token' if _oauth.uses_token(protocol, receive_params) else 'password'
+    missing = ['%s_%s' % (protocol, key) for key in ('host', 'username', secret) if not receive_params.get(key)]
     if missing:
-        raise ProbeError('input', 'receive_protocol=%s needs %s' % (
-            protocol, ', '.join('%s_%s' % (protocol, key) for key in missing)))
+        raise ProbeError('input', 'receive_protocol=%s needs %s' % (protocol, ', '.join(missing)))
     smtp_params = side(params, 'smtp', ('smtp_auth', 'auth_mechanism', 'helo', 'mail_from', 'mail_to'))
     smtp_params['send_mail'] = True
-    _smtp.validate(smtp_params)
-    _protocol, receive_params = receive_side(params)
+    _smtp.validate(smtp_params, 'smtp_oauth2_token')
     validate_endpoint(receive_params)
+    _oauth.validate(protocol, receive_params, '%s_oauth2_token' % protocol)
     check_sender_side(params)
     unknown = [m for m in params.get('require_authentication') or () if m not in AUTH_METHODS]
     if unknown:

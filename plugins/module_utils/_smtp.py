@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 
+from ansible_collections.mailops.health.plugins.module_utils import _oauth
 from ansible_collections.mailops.health.plugins.module_utils._probe import (
     ProbeError, Refused, is_number, run_check, validate_endpoint,
 )
@@ -24,8 +25,8 @@ from ansible_collections.mailops.health.plugins.module_utils._session import (
 
 DEFAULT_SUBJECT = 'mailops.health test mail'
 DEFAULT_BODY = 'Test mail sent by mailops.health.smtp_check.'
-SMTP_AUTH = ('none', 'password')
-AUTH_MECHANISMS = ('auto', 'plain', 'login', 'cram-md5')
+SMTP_AUTH = ('none', 'password', 'oauth2')
+AUTH_MECHANISMS = ('auto', 'plain', 'login', 'cram-md5', 'xoauth2', 'oauthbearer')
 # Order for auth_mechanism=auto: a challenge mechanism first because it never reveals the password.
 _AUTO_ORDER = ('CRAM-MD5', 'PLAIN', 'LOGIN')
 _CLEARTEXT_MECHANISMS = ('PLAIN', 'LOGIN')
@@ -77,10 +78,17 @@ def mechanisms_of(value):
     return names
 
 
-def validate(params):
+def validate(params, token_name='oauth2_token'):
     """Check SMTP input before anything is sent."""
     validate_endpoint(params)
-    mechanisms_of(params.get('auth_mechanism'))
+    mechanisms = mechanisms_of(params.get('auth_mechanism'))
+    if params.get('smtp_auth') == 'oauth2' and mechanisms != ['AUTO'] and (
+            len(mechanisms) > 1 or mechanisms[0] not in _oauth.OAUTH_MECHANISMS):
+        raise ProbeError('input', 'smtp_auth=oauth2 takes auth_mechanism auto, xoauth2 or oauthbearer')
+    if params.get('smtp_auth') == 'password':
+        _oauth.validate('smtp', params)
+    elif params.get('smtp_auth') == 'oauth2':
+        _oauth.validate('smtp', params, token_name)
     helo = params.get('helo')
     if helo is not None:
         if not all(ord(c) < 128 for c in helo) or not _HELO.match(helo) or len(helo) > 255:
@@ -187,8 +195,12 @@ class SmtpClient(Client):
 
     def login(self):
         # A check that expects AUTH to be refused probes it without credentials (see probe_auth).
-        if self.params.get('smtp_auth', 'none') != 'password' or expectation(self.params) == ('reject', 'auth'):
+        how = self.params.get('smtp_auth', 'none')
+        if how == 'none' or expectation(self.params) == ('reject', 'auth'):
             return False
+        if how == 'oauth2':
+            self.oauth()
+            return True
         self.authenticate(self.params.get('username') or '', self.params.get('password') or '',
                           mechanisms_of(self.params.get('auth_mechanism')), self.params.get('allow_cleartext_auth', False))
         return True
@@ -282,6 +294,30 @@ class SmtpClient(Client):
                 raise session.error('auth', 'malformed CRAM-MD5 challenge')
             digest = hmac.new(password.encode('utf-8'), challenge, hashlib.md5).hexdigest()
             self.command('auth', b64('%s %s' % (username, digest)), (235,), 'authentication', shown=MASK)
+
+    def oauth(self):
+        """AUTH XOAUTH2 or OAUTHBEARER with oauth2_token (see _oauth): an initial response when it
+        fits the 512-octet command line (RFC 4954 4), else after the server's empty challenge."""
+        asked = mechanisms_of(self.params.get('auth_mechanism'))[0]
+        mech = _oauth.choose(None if asked == 'AUTO' else asked, self.auth_mechanisms)
+        if mech is None:
+            raise self.session.error('auth', '%s not offered (offers: %s)' % (
+                'AUTH ' + asked if asked != 'AUTO' else 'no OAuth mechanism (OAUTHBEARER, XOAUTH2)',
+                ' '.join(self.auth_mechanisms) or 'no AUTH'))
+        exchange = _oauth.Exchange(self, mech, 'auth')
+        self.facts['auth_tried'] = [mech.lower()]
+        if len('AUTH %s %s' % (mech, exchange.response)) <= 510:
+            self.session.send_line('auth', 'AUTH %s %s' % (mech, exchange.response), shown='AUTH %s %s' % (mech, MASK))
+        else:
+            self.command('auth', 'AUTH ' + mech, (334,), 'AUTH ' + mech)
+            self.session.send_line('auth', exchange.response, shown=MASK)
+        code, lines = self.reply('auth')
+        if code == 334:
+            self.session.send_line('auth', exchange.answer(lines[0] if lines else ''))
+            code, lines = self.reply('auth')
+        if code != 235:
+            error = self.session.error('auth', 'authentication refused (%d %s)' % (code, ' '.join(lines)), Refused)
+            raise exchange.failed(error)
 
     def probe_auth(self):
         """Whether the server would take credentials here, found without sending any: AUTH with no

@@ -28,9 +28,10 @@ options:
     default: starttls_if_available
   imap_auth:
     description:
-      - V(none) checks the connection without logging in; V(password) logs in with O(username) and O(password).
+      - V(none) checks the connection without logging in; V(password) logs in with O(username) and O(password);
+        V(oauth2) with O(username) and O(oauth2_token) (AUTHENTICATE OAUTHBEARER or XOAUTH2).
     type: str
-    choices: [none, password]
+    choices: [none, password, oauth2]
     default: none
   auth_mechanism:
     description:
@@ -39,8 +40,9 @@ options:
       - V(auto) picks the first the server allows of CRAM-MD5, PLAIN and LOGIN, skipping PLAIN and LOGIN on a
         connection without TLS unless O(allow_cleartext_auth) is set. LOGIN is never used when the server says
         C(LOGINDISABLED).
+      - With O(imap_auth=oauth2), V(auto) (OAUTHBEARER when offered, else XOAUTH2), V(xoauth2) or V(oauthbearer).
     type: str
-    choices: [auto, login, plain, cram-md5]
+    choices: [auto, login, plain, cram-md5, xoauth2, oauthbearer]
     default: auto
   folder:
     description:

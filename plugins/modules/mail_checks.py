@@ -59,7 +59,7 @@ options:
           auth_mechanism:
             description: O(mailops.health.smtp_check#module:auth_mechanism).
             type: list
-            choices: [auto, plain, login, cram-md5]
+            choices: [auto, plain, login, cram-md5, xoauth2, oauthbearer]
             elements: str
           body:
             description: O(mailops.health.smtp_check#module:body).
@@ -97,6 +97,9 @@ options:
             description: O(mailops.health.smtp_check#module:mail_to).
             type: list
             elements: str
+          oauth2_token:
+            description: O(mailops.health.smtp_check#module:oauth2_token).
+            type: str
           password:
             description: O(mailops.health.smtp_check#module:password).
             type: str
@@ -118,7 +121,7 @@ options:
           smtp_auth:
             description: O(mailops.health.smtp_check#module:smtp_auth).
             type: str
-            choices: [none, password]
+            choices: [none, password, oauth2]
           source_address:
             description: O(mailops.health.smtp_check#module:source_address).
             type: str
@@ -177,13 +180,16 @@ options:
           host:
             description: O(mailops.health.pop3_check#module:host).
             type: str
+          oauth2_token:
+            description: O(mailops.health.pop3_check#module:oauth2_token).
+            type: str
           password:
             description: O(mailops.health.pop3_check#module:password).
             type: str
           pop3_auth:
             description: O(mailops.health.pop3_check#module:pop3_auth).
             type: str
-            choices: [none, password, apop]
+            choices: [none, password, apop, xoauth2, oauthbearer]
           port:
             description: O(mailops.health.pop3_check#module:port).
             type: int
@@ -239,7 +245,7 @@ options:
           auth_mechanism:
             description: O(mailops.health.imap_check#module:auth_mechanism).
             type: str
-            choices: [auto, login, plain, cram-md5]
+            choices: [auto, login, plain, cram-md5, xoauth2, oauthbearer]
           ca_path:
             description: O(mailops.health.imap_check#module:ca_path).
             type: path
@@ -265,7 +271,10 @@ options:
           imap_auth:
             description: O(mailops.health.imap_check#module:imap_auth).
             type: str
-            choices: [none, password]
+            choices: [none, password, oauth2]
+          oauth2_token:
+            description: O(mailops.health.imap_check#module:oauth2_token).
+            type: str
           password:
             description: O(mailops.health.imap_check#module:password).
             type: str
@@ -324,7 +333,7 @@ options:
           auth_mechanism:
             description: O(mailops.health.mail_roundtrip#module:auth_mechanism).
             type: list
-            choices: [auto, plain, login, cram-md5]
+            choices: [auto, plain, login, cram-md5, xoauth2, oauthbearer]
             elements: str
           authserv_ids:
             description: O(mailops.health.mail_roundtrip#module:authserv_ids).
@@ -354,12 +363,15 @@ options:
           imap_auth_mechanism:
             description: O(mailops.health.mail_roundtrip#module:imap_auth_mechanism).
             type: str
-            choices: [auto, login, plain, cram-md5]
+            choices: [auto, login, plain, cram-md5, xoauth2, oauthbearer]
           imap_folder:
             description: O(mailops.health.mail_roundtrip#module:imap_folder).
             type: str
           imap_host:
             description: O(mailops.health.mail_roundtrip#module:imap_host).
+            type: str
+          imap_oauth2_token:
+            description: O(mailops.health.mail_roundtrip#module:imap_oauth2_token).
             type: str
           imap_password:
             description: O(mailops.health.mail_roundtrip#module:imap_password).
@@ -397,9 +409,12 @@ options:
           pop3_auth:
             description: O(mailops.health.mail_roundtrip#module:pop3_auth).
             type: str
-            choices: [password, apop]
+            choices: [password, apop, xoauth2, oauthbearer]
           pop3_host:
             description: O(mailops.health.mail_roundtrip#module:pop3_host).
+            type: str
+          pop3_oauth2_token:
+            description: O(mailops.health.mail_roundtrip#module:pop3_oauth2_token).
             type: str
           pop3_password:
             description: O(mailops.health.mail_roundtrip#module:pop3_password).
@@ -438,6 +453,9 @@ options:
           sender_host:
             description: O(mailops.health.mail_roundtrip#module:sender_host).
             type: str
+          sender_oauth2_token:
+            description: O(mailops.health.mail_roundtrip#module:sender_oauth2_token).
+            type: str
           sender_password:
             description: O(mailops.health.mail_roundtrip#module:sender_password).
             type: str
@@ -461,9 +479,12 @@ options:
           smtp_auth:
             description: O(mailops.health.mail_roundtrip#module:smtp_auth).
             type: str
-            choices: [none, password]
+            choices: [none, password, oauth2]
           smtp_host:
             description: O(mailops.health.mail_roundtrip#module:smtp_host).
+            type: str
+          smtp_oauth2_token:
+            description: O(mailops.health.mail_roundtrip#module:smtp_oauth2_token).
             type: str
           smtp_password:
             description: O(mailops.health.mail_roundtrip#module:smtp_password).

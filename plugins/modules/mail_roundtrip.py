@@ -63,21 +63,26 @@ options:
       O(mailops.health.smtp_check#module:tls_server_name); default O(smtp_host).
     type: str
   smtp_auth:
-    description: V(password) authenticates with O(smtp_username) and O(smtp_password) before sending.
+    description: V(password) authenticates with O(smtp_username) and O(smtp_password) before sending, V(oauth2) with
+      O(smtp_username) and O(smtp_oauth2_token).
     type: str
-    choices: [none, password]
+    choices: [none, password, oauth2]
     default: none
   auth_mechanism:
     description: SMTP AUTH mechanism or mechanisms, as O(mailops.health.smtp_check#module:auth_mechanism).
     type: list
     elements: str
-    choices: [auto, plain, login, cram-md5]
+    choices: [auto, plain, login, cram-md5, xoauth2, oauthbearer]
     default: [auto]
   smtp_username:
     description: SMTP AUTH user.
     type: str
   smtp_password:
     description: SMTP AUTH password. Never returned or logged.
+    type: str
+  smtp_oauth2_token:
+    description: OAuth 2.0 access token for SMTP AUTH, as O(mailops.health.smtp_check#module:oauth2_token);
+      it logs in instead of the password with O(smtp_auth=oauth2). Never returned or logged.
     type: str
   helo:
     description: Name sent with EHLO; defaults to this host's fully qualified name.
@@ -111,15 +116,20 @@ options:
       O(mailops.health.smtp_check#module:tls_server_name); default O(pop3_host).
     type: str
   pop3_auth:
-    description: V(password) logs in with USER/PASS, V(apop) with APOP.
+    description: V(password) logs in with USER/PASS, V(apop) with APOP, V(xoauth2) and V(oauthbearer) with AUTH and
+      O(pop3_oauth2_token).
     type: str
-    choices: [password, apop]
+    choices: [password, apop, xoauth2, oauthbearer]
     default: password
   pop3_username:
     description: POP3 user of the receiving mailbox. Required with O(receive_protocol=pop3).
     type: str
   pop3_password:
     description: POP3 password. Never returned or logged. Required with O(receive_protocol=pop3).
+    type: str
+  pop3_oauth2_token:
+    description: OAuth 2.0 access token for the POP3 mailbox, as O(mailops.health.smtp_check#module:oauth2_token);
+      it logs in instead of the password with O(pop3_auth=xoauth2) or O(pop3_auth=oauthbearer). Never returned or logged.
     type: str
   imap_host:
     description: IMAP server of the receiving mailbox. Required with O(receive_protocol=imap).
@@ -137,15 +147,20 @@ options:
       O(mailops.health.smtp_check#module:tls_server_name); default O(imap_host).
     type: str
   imap_auth_mechanism:
-    description: IMAP login mechanism, as O(mailops.health.imap_check#module:auth_mechanism).
+    description: IMAP login mechanism, as O(mailops.health.imap_check#module:auth_mechanism); with
+      O(imap_oauth2_token), V(auto), V(xoauth2) or V(oauthbearer).
     type: str
-    choices: [auto, login, plain, cram-md5]
+    choices: [auto, login, plain, cram-md5, xoauth2, oauthbearer]
     default: auto
   imap_username:
     description: IMAP user of the receiving mailbox. Required with O(receive_protocol=imap).
     type: str
   imap_password:
     description: IMAP password. Never returned or logged. Required with O(receive_protocol=imap).
+    type: str
+  imap_oauth2_token:
+    description: OAuth 2.0 access token for the IMAP mailbox, as O(mailops.health.smtp_check#module:oauth2_token);
+      it logs in instead of the password (the IMAP login is then OAuth). Never returned or logged.
     type: str
   imap_folder:
     description: The IMAP folder the mail is expected in.
@@ -234,6 +249,10 @@ options:
     type: str
   sender_password:
     description: Password of the sender's mailbox. Never returned or logged. Required with O(sender_host).
+    type: str
+  sender_oauth2_token:
+    description: OAuth 2.0 access token for the sender's mailbox, as O(mailops.health.smtp_check#module:oauth2_token);
+      it logs in instead of the password. Never returned or logged.
     type: str
 seealso:
   - module: mailops.health.smtp_check

@@ -56,7 +56,7 @@ options:
       auth_mechanism:
         description: O(mailops.health.mail_roundtrip#module:auth_mechanism).
         type: list
-        choices: [auto, plain, login, cram-md5]
+        choices: [auto, plain, login, cram-md5, xoauth2, oauthbearer]
         elements: str
       authserv_ids:
         description: O(mailops.health.mail_roundtrip#module:authserv_ids).
@@ -86,12 +86,15 @@ options:
       imap_auth_mechanism:
         description: O(mailops.health.mail_roundtrip#module:imap_auth_mechanism).
         type: str
-        choices: [auto, login, plain, cram-md5]
+        choices: [auto, login, plain, cram-md5, xoauth2, oauthbearer]
       imap_folder:
         description: O(mailops.health.mail_roundtrip#module:imap_folder).
         type: str
       imap_host:
         description: O(mailops.health.mail_roundtrip#module:imap_host).
+        type: str
+      imap_oauth2_token:
+        description: O(mailops.health.mail_roundtrip#module:imap_oauth2_token).
         type: str
       imap_password:
         description: O(mailops.health.mail_roundtrip#module:imap_password).
@@ -129,9 +132,12 @@ options:
       pop3_auth:
         description: O(mailops.health.mail_roundtrip#module:pop3_auth).
         type: str
-        choices: [password, apop]
+        choices: [password, apop, xoauth2, oauthbearer]
       pop3_host:
         description: O(mailops.health.mail_roundtrip#module:pop3_host).
+        type: str
+      pop3_oauth2_token:
+        description: O(mailops.health.mail_roundtrip#module:pop3_oauth2_token).
         type: str
       pop3_password:
         description: O(mailops.health.mail_roundtrip#module:pop3_password).
@@ -170,6 +176,9 @@ options:
       sender_host:
         description: O(mailops.health.mail_roundtrip#module:sender_host).
         type: str
+      sender_oauth2_token:
+        description: O(mailops.health.mail_roundtrip#module:sender_oauth2_token).
+        type: str
       sender_password:
         description: O(mailops.health.mail_roundtrip#module:sender_password).
         type: str
@@ -193,9 +202,12 @@ options:
       smtp_auth:
         description: O(mailops.health.mail_roundtrip#module:smtp_auth).
         type: str
-        choices: [none, password]
+        choices: [none, password, oauth2]
       smtp_host:
         description: O(mailops.health.mail_roundtrip#module:smtp_host).
+        type: str
+      smtp_oauth2_token:
+        description: O(mailops.health.mail_roundtrip#module:smtp_oauth2_token).
         type: str
       smtp_password:
         description: O(mailops.health.mail_roundtrip#module:smtp_password).

@@ -30,8 +30,9 @@ options:
       - V(password) logs in with USER and PASS, which sends the password; without TLS this needs O(allow_cleartext_auth).
       - V(apop) logs in with APOP (RFC 1939), an MD5 digest of the banner's timestamp and the password, which never
         sends the password. Fails at stage C(login) when the banner carries no APOP timestamp.
+      - V(xoauth2) and V(oauthbearer) log in with AUTH (RFC 5034) and O(oauth2_token), over TLS only.
     type: str
-    choices: [none, password, apop]
+    choices: [none, password, apop, xoauth2, oauthbearer]
     default: none
 seealso:
   - module: mailops.health.smtp_check

@@ -30,9 +30,10 @@ options:
     default: tls
   smtp_auth:
     description:
-      - V(none) checks the dialogue without logging in; V(password) authenticates with O(username) and O(password).
+      - V(none) checks the dialogue without logging in; V(password) authenticates with O(username) and O(password);
+        V(oauth2) with O(username) and O(oauth2_token) (AUTH OAUTHBEARER or XOAUTH2).
     type: str
-    choices: [none, password]
+    choices: [none, password, oauth2]
     default: none
   auth_mechanism:
     description:
@@ -43,9 +44,10 @@ options:
         the message names the mechanisms the server also offers.
       - A list, such as V([cram-md5, plain]), tries each mechanism the server offers in that order until one is
         accepted; mechanisms the server does not offer are skipped. RV(auth_tried) lists what was tried.
+      - With O(smtp_auth=oauth2), V(auto) (OAUTHBEARER when offered, else XOAUTH2), V(xoauth2) or V(oauthbearer).
     type: list
     elements: str
-    choices: [auto, plain, login, cram-md5]
+    choices: [auto, plain, login, cram-md5, xoauth2, oauthbearer]
     default: [auto]
   helo:
     description:

@@ -241,12 +241,18 @@ def build_tarball(work):
     return tarball
 
 
+# Modules outside the action group mail: oauth2_token speaks HTTP to a token endpoint and takes
+# none of the mail checks' options, so a module_defaults group for the checks must not reach it.
+NOT_IN_GROUP = ('oauth2_token',)
+
+
 def group_covers_every_module():
-    """meta/runtime.yml's action group mail lists every module in plugins/modules: [missing]."""
+    """meta/runtime.yml's action group mail lists every mail check module in plugins/modules: [missing]."""
     text = (ROOT / 'meta' / 'runtime.yml').read_text()
     group = re.search(r'\n  mail:\n((?:    (?:- \S+|#.*)\n)+)', text)
     listed = set(re.findall(r'- (\S+)', group.group(1))) if group else set()
-    modules = set(p.stem for p in (ROOT / 'plugins' / 'modules').glob('*.py') if p.stem != '__init__')
+    modules = set(p.stem for p in (ROOT / 'plugins' / 'modules').glob('*.py')
+                  if p.stem != '__init__' and p.stem not in NOT_IN_GROUP)
     return sorted(modules - listed)
 
 

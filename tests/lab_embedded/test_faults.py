@@ -53,6 +53,8 @@ CONTRACT = {
     "untagged_before_tagged", "wrong_tag", "literal_lies", "literal_short",
     "idle_never_ends", "idle_no_push", "idle_late", "inject_after_starttls",
     "expunge_no", "store_no", "search_bad", "select_no", "bye_mid_session",
+    # OAuth, on a lab with an OAuth key (tested in tests/unit/test_oauth_lab.py)
+    "oauth_echo_token", "oauth_no_challenge", "oauth_bad_challenge",
 }
 
 StartLab = Callable[..., EmbeddedLab]
@@ -129,7 +131,8 @@ def test_catalogue_is_the_contract() -> None:
         assert protocol in ("smtp", "pop3", "imap", "both", "any"), name
         assert description and "\n" not in description, name
     assert {n for n, (p, _d) in FAULTS.items() if p == "any"} == {
-        "silent", "slow_banner", "trickle", "garbage"}
+        "silent", "slow_banner", "trickle", "garbage", "oauth_echo_token",
+        "oauth_no_challenge", "oauth_bad_challenge"}
     assert {n for n, (p, _d) in FAULTS.items() if p == "both"} == {
         "echo_secrets"}
 

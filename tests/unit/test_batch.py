@@ -108,7 +108,7 @@ def test_invalid_probe_fails_naming_it_before_anything_is_sent(lab, capsys, boxe
     result = run_module(capsys, mail_roundtrip_batch, dict(defaults=defaults(lab), probes=probes))
     assert result['_rc'] == 1
     assert result['stage'] == 'input'
-    assert 'probes[3]: receive_protocol is pop3 but all of the following are missing: pop3_password' in result['msg']
+    assert 'probes[3]: receive_protocol is pop3 but any of the following are missing: pop3_password, pop3_oauth2_token' in result['msg']
     assert 'probes[1]: missing required arguments: mail_to' in result['msg']
     assert 'probes[0]' not in result['msg'] and 'probes[2]' not in result['msg']
     assert 'results' not in result

@@ -13,11 +13,12 @@ from ansible.module_utils import basic
 
 from ansible_collections.mailops.health.plugins.module_utils import _batch, _probe, _roundtrip, _smtp
 from ansible_collections.mailops.health.plugins.modules import (
-    imap_check, mail_checks, mail_roundtrip, mail_roundtrip_batch, pop3_check, smtp_check,
+    imap_check, mail_checks, mail_roundtrip, mail_roundtrip_batch, oauth2_token, pop3_check, smtp_check,
 )
 
 MODULES = {'smtp_check': smtp_check, 'pop3_check': pop3_check, 'imap_check': imap_check,
-           'mail_roundtrip': mail_roundtrip, 'mail_roundtrip_batch': mail_roundtrip_batch, 'mail_checks': mail_checks}
+           'mail_roundtrip': mail_roundtrip, 'mail_roundtrip_batch': mail_roundtrip_batch, 'mail_checks': mail_checks,
+           'oauth2_token': oauth2_token}
 
 
 class Captured(Exception):

@@ -136,8 +136,8 @@ HOP_CASES = [
                          'a1si123 for <bob@gmail.com> (version=TLS1_3 cipher=TLS_AES_256_GCM_SHA384 bits=256/256); '
                          'Mon, 01 Jan 2024 02:00:00 -0800 (PST)',
      {'tls': True, 'tls_version': 'TLSv1.3', 'for': 'bob@gmail.com'}),
-    # RFC 8601 B.3: month before day in the date.
-    ('rfc8601_b3', 'from dialup-1-2-3-4.example.net (dialup-1-2-3-4.example.net [192.0.2.200]) by '
+    # RFC 8601 B.4: month before day in the date.
+    ('rfc8601_b4', 'from dialup-1-2-3-4.example.net (dialup-1-2-3-4.example.net [192.0.2.200]) by '
                    'mail-router.example.com (8.11.6/8.11.6) with ESMTPA id g1G0r1kA003489; Fri, Feb 15 2002 17:19:07 -0800',
      {'from': 'dialup-1-2-3-4.example.net', 'from_ip': '192.0.2.200', 'with': 'ESMTPA', 'tls': None,
       'timestamp': '2002-02-16T01:19:07Z'}),
@@ -351,7 +351,9 @@ def test_random_bytes_never_raise():
         lines = [b'Received: ' + blob, b'Authentication-Results: ' + blob, b'Received-SPF: ' + blob]
         json_safe(hops(lines))
         json_safe(verdicts(authentication_results(lines)))
-        assert delivery_status(b'Content-Type: multipart/report; boundary=b\r\n\r\n--b\r\n' + blob) is None or True
+        found = json_safe(delivery_status(b'From: MAILER-DAEMON@x\r\nContent-Type: multipart/report; boundary=b\r\n\r\n'
+                                          b'--b\r\n' + blob))
+        assert found is None or set(found) == DSN_KEYS
 
 
 # -- Authentication-Results --------------------------------------------------------------------
@@ -370,13 +372,17 @@ def result(method, outcome, reason=None, **properties):
 AR_CASES = [
     # RFC 8601 appendix B.
     ('b2_trivial', 'example.org 1; none', 'example.org', 1, []),
-    ('b3_nearly_trivial', 'example.com;\n          spf=pass smtp.mailfrom=example.net', 'example.com', None,
+    ('b3_spf', 'example.com;\n          spf=pass smtp.mailfrom=example.net', 'example.com', None,
      [result('spf', 'pass', smtp_mailfrom='example.net')]),
     ('b4_auth', 'example.com;\n          auth=pass (cram-md5) smtp.auth=sender@example.net;\n'
                 '          spf=pass smtp.mailfrom=example.net', 'example.com', None,
      [result('auth', 'pass', smtp_auth='sender@example.net'), result('spf', 'pass', smtp_mailfrom='example.net')]),
-    ('b5_sender_id', 'example.com;\n          sender-id=fail header.from=example.com;\n'
-                     '          dkim=pass (good signature) header.d=example.com', 'example.com', None,
+    ('b5_different_mtas', 'example.com;\n          auth=pass (cram-md5) smtp.auth=sender@example.com;\n'
+                          '          spf=fail smtp.mailfrom=example.com', 'example.com', None,
+     [result('auth', 'pass', smtp_auth='sender@example.com'), result('spf', 'fail', smtp_mailfrom='example.com')]),
+    # RFC 7601 B.5, an unregistered method name with a dash.
+    ('rfc7601_sender_id', 'example.com;\n          sender-id=fail header.from=example.com;\n'
+                          '          dkim=pass (good signature) header.d=example.com', 'example.com', None,
      [result('sender-id', 'fail', header_from='example.com'), result('dkim', 'pass', header_d='example.com')]),
     ('b6_reasons', 'example.com;\n      dkim=pass reason="good signature"\n        header.i=@mail-router.example.net;\n'
                    '      dkim=fail reason="bad signature"\n        header.i=@newyork.example.com', 'example.com', None,
@@ -490,6 +496,18 @@ def test_verdicts_of_the_lab_stack():
         'spf': 'pass', 'dkim': 'pass', 'dmarc': 'pass', 'authserv_id': 'mail.lab.test'}
 
 
+def test_rfc8601_b6_multi_tiered():
+    fields = ['Authentication-Results: example.com;', '      dkim=pass reason="good signature"',
+              '        header.i=@mail-router.example.net;', '      dkim=fail reason="bad signature"',
+              '        header.i=@newyork.example.com',
+              'Received: from newyork.example.com (newyork.example.com [192.0.2.250]) by mail-router.example.net '
+              '(8.11.6/8.11.6) for <recipient@example.com> with ESMTP id i7PK0sH7021929; Fri, Feb 15 2002 17:19:22 -0800',
+              'Authentication-Results: example.net;', '      dkim=pass (good signature) header.i=@newyork.example.com']
+    assert judge(*fields) == {'spf': None, 'dkim': 'pass', 'dmarc': None, 'authserv_id': 'example.com'}
+    assert judge(*fields, authserv_ids=['example.net'])['authserv_id'] == 'example.net'
+    assert hops(fields)[0]['for'] == 'recipient@example.com'
+
+
 def test_verdicts_topmost_wins():
     fields = ['Authentication-Results: mail.lab.test; dmarc=fail header.from=example.com',
               'Authentication-Results: mail.lab.test; dmarc=pass header.from=example.com']
@@ -515,8 +533,8 @@ def test_forged_lower_header_ignored_with_authserv_ids():
     # The receiving side did not stamp at all: the only field is the sender's.
     assert judge(FORGED) == {'spf': 'pass', 'dkim': 'pass', 'dmarc': 'pass',
                              'authserv_id': 'mail.lab.test.evil.example'}
-    assert judge(FORGED, authserv_ids=['mail.lab.test']) == {'spf': None, 'dkim': None, 'dmarc': None,
-                                                              'authserv_id': None}
+    nothing = {'spf': None, 'dkim': None, 'dmarc': None, 'authserv_id': None}
+    assert judge(FORGED, authserv_ids=['mail.lab.test']) == nothing
 
 
 def test_our_header_wins_below_a_foreign_one_with_authserv_ids():
