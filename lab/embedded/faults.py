@@ -491,6 +491,28 @@ _fault("deliver_late", "smtp",
        "mail accepted with 250, stored only after secs seconds (default 3)",
        ("delivery delay",), _deliver_late, takes_secs=True, default=3.0)
 
+_fault("bounce", "smtp",
+       "an accepted mail bounces: a DSN (RFC 3464, 5.1.1 user unknown, the "
+       "returned headers) goes to the envelope sender's mailbox instead",
+       ("delivery",), _tweak(delivery="bounce"))
+_fault("paths_pass", "smtp",
+       "a stored mail gets a three-hop Received chain and "
+       "`Authentication-Results: mx.lab.test; spf=pass; dkim=pass; dmarc=pass`",
+       ("delivery", "stamp"),
+       _tweak(stamp="spf=pass smtp.mailfrom=lab.test; dkim=pass "
+                    "header.d=lab.test; dmarc=pass header.from=lab.test"))
+_fault("dkim_fail", "smtp",
+       "a stored mail gets a three-hop Received chain and "
+       "`Authentication-Results: mx.lab.test; spf=pass; dkim=fail; dmarc=fail`",
+       ("delivery", "stamp"),
+       _tweak(stamp="spf=pass smtp.mailfrom=lab.test; dkim=fail (signature "
+                    "verification failed) header.d=lab.test; dmarc=fail "
+                    "header.from=lab.test"))
+_fault("open_relay", "smtp",
+       "RCPT to an address of no lab mailbox is accepted (an open relay); "
+       "such recipients get nothing",
+       ("RCPT",), _tweak(open_relay=True))
+
 _fault("banner_err", "pop3",
        "greeting `-ERR [SYS/TEMP] server unavailable`, then close",
        ("greeting",),

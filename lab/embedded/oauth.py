@@ -31,7 +31,9 @@ on a small threaded HTTP server.  As a program::
 
 ``serve`` prints the token URL as its first line and runs until SIGTERM or
 SIGINT; the clients file is JSON ``{client_id: {"secret": ..., "username":
-..., "scopes": [...]}}``.
+..., "scopes": [...], "lifetime": ...}}`` (lifetime optional: that client's
+tokens live that many seconds instead of ``--lifetime``; negative: they are
+issued already expired).  ``--tls-cert`` and ``--tls-key`` (PEM) serve HTTPS.
 """
 
 from __future__ import annotations
@@ -470,11 +472,14 @@ class OAuthServer:
 @dataclass(frozen=True)
 class Client:
     """A client of the token endpoint: its secret, the user its tokens are
-    for, and the scopes it may ask for (the first is the default)."""
+    for, the scopes it may ask for (the first is the default) and, when not
+    None, the lifetime of its tokens in seconds instead of the endpoint's
+    (negative: issued already expired, for tests of expired tokens)."""
 
     secret: str
     username: str
     scopes: tuple[str, ...] = (DEFAULT_SCOPE,)
+    lifetime: Optional[int] = None
 
 
 ClientSpec = Union[Client, tuple, Mapping[str, Any]]
@@ -495,13 +500,17 @@ def _client(spec: ClientSpec) -> Client:
     if isinstance(spec, Client):
         return spec
     if isinstance(spec, Mapping):
+        lifetime = spec.get("lifetime")
         return Client(str(spec["secret"]), str(spec["username"]),
-                      tuple(spec.get("scopes") or (DEFAULT_SCOPE,)))
+                      tuple(spec.get("scopes") or (DEFAULT_SCOPE,)),
+                      None if lifetime is None else int(lifetime))
     secret, username, *rest = spec
     scopes = rest[0] if rest else (DEFAULT_SCOPE,)
     if isinstance(scopes, str):
         scopes = scopes.split()
-    return Client(str(secret), str(username), tuple(scopes))
+    lifetime = rest[1] if len(rest) > 1 else None
+    return Client(str(secret), str(username), tuple(scopes),
+                  None if lifetime is None else int(lifetime))
 
 
 class _TokenError(Exception):
@@ -603,7 +612,8 @@ class TokenEndpoint:
     server bound to ``host`` (default 127.0.0.1), port 0 by default.
 
     ``clients`` maps a client_id to a Client, a (secret, username[,
-    scopes]) tuple or a {"secret", "username", "scopes"} mapping.  POST
+    scopes[, lifetime]]) tuple or a {"secret", "username", "scopes",
+    "lifetime"} mapping (scopes and lifetime optional).  POST
     ``/token`` with ``grant_type=client_credentials`` (and ``scope``),
     authenticated with HTTP Basic (client_secret_basic: id and secret
     form-urlencoded, RFC 6749 2.3.1) or the form fields client_id and
@@ -763,12 +773,16 @@ class TokenEndpoint:
                               f"this client: {' '.join(refused)}")
         scope = scope_text(wanted)
         self.issued.append((client_id, scope))
-        token = issue(self.key, client.username, scope, self.lifetime)
+        lifetime = (self.lifetime if client.lifetime is None
+                    else client.lifetime)
+        token = issue(self.key, client.username, scope, lifetime)
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": ("mac" if QUIRK_TOKEN_TYPE in self.quirks
                            else "Bearer"),
-            "expires_in": self.lifetime, "scope": scope}
+            # An already expired token (a client with a negative lifetime)
+            # is said to expire in 0 seconds: expires_in is never negative.
+            "expires_in": max(0, lifetime), "scope": scope}
         if QUIRK_NO_EXPIRY in self.quirks:
             del body["expires_in"], body["scope"]
         return body
@@ -804,6 +818,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--lifetime", type=int, default=DEFAULT_LIFETIME)
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this "
+                       "PEM certificate (chain)")
+    serve.add_argument("--tls-key", type=Path, help="its PEM private key")
     args = parser.parse_args(argv)
 
     if args.command == "make-key":
@@ -813,7 +830,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         key = load_key(args.key_file)
         clients = (_load_clients(args.clients_file)
                    if args.command == "serve" else {})
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        context = None
+        if args.command == "serve" and (args.tls_cert or args.tls_key):
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key go together")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ValueError, KeyError, TypeError, ssl.SSLError) as exc:
         parser.error(str(exc))
     if args.command == "issue":
         print(issue(key, args.user, args.scope, args.lifetime))
@@ -827,7 +851,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with TokenEndpoint(key, clients, host=args.host, port=args.port,
-                       lifetime=args.lifetime) as endpoint:
+                       lifetime=args.lifetime,
+                       ssl_context=context) as endpoint:
         print(endpoint.url, flush=True)
         while not stop.wait(0.5):
             pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import collections
+import email.utils
 import hmac
 import itertools
 import logging
@@ -81,7 +82,7 @@ class LabHandler:
     async def handle_RCPT(self, server: SMTP, session: Session,
                           envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        if self.store.mailbox_for(address) is None:
+        if self.store.mailbox_for(address) is None and not self.tweaks.open_relay:
             return (f"550 5.1.1 <{address}>: Recipient address rejected: "
                     "User unknown")
         # With a handle_RCPT hook aiosmtpd leaves recording the recipient
@@ -95,7 +96,14 @@ class LabHandler:
         if self.tweaks.data_reply is not None:
             return self.tweaks.data_reply  # and nothing is stored
         raw = envelope.original_content or b""
-        rcpts = list(envelope.rcpt_tos)
+        rcpts = [rcpt for rcpt in envelope.rcpt_tos
+                 if self.store.mailbox_for(rcpt) is not None]
+        if self.tweaks.delivery == "bounce":
+            sender = envelope.mail_from or ""
+            rcpts = [sender] if self.store.mailbox_for(sender) else []
+            raw = bounce(raw, sender, list(envelope.rcpt_tos))
+        elif self.tweaks.stamp is not None:
+            raw = stamped(raw, self.tweaks.stamp)
         delay = self.tweaks.deliver_delay
         if delay > 0:
             loop = asyncio.get_running_loop()
@@ -227,6 +235,63 @@ class LabSession(Session):
     @login_data.setter
     def login_data(self, value: Any) -> None:
         self._login_data = value
+
+
+STAMP_HOSTS = ("mail.lab.test", "relay.outside.test", "mx.lab.test")
+
+
+def stamped(raw: bytes, verdicts: str) -> bytes:
+    """raw as a three-hop path delivers it: a Received chain (one second a hop) and, on top,
+    the receiving side's Authentication-Results with verdicts."""
+    now = time.time()
+    lines = [f"Authentication-Results: {STAMP_HOSTS[-1]}; {verdicts}"]
+    for n, (source, by) in reversed(list(enumerate(
+            zip(("probe.test",) + STAMP_HOSTS[:-1], STAMP_HOSTS)))):
+        lines.append(
+            f"Received: from {source} (localhost [127.0.0.1]) by {by} "
+            f"(Postfix) with ESMTPS id 4Q{n}{int(now) % 100000}; "
+            f"{email.utils.formatdate(now - 2 + n, usegmt=True)}")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii") + raw
+
+
+def bounce(raw: bytes, sender: str, rcpts: list[str]) -> bytes:
+    """The DSN (RFC 3464, as Postfix writes it, returning the headers) of raw."""
+    original = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    recipient = rcpts[0] if rcpts else "unknown"
+    return "\r\n".join([
+        "Return-Path: <>",
+        "From: MAILER-DAEMON@mx.lab.test (Mail Delivery System)",
+        f"To: {sender}",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/report; report-type=delivery-status; '
+        'boundary="lab-bounce"',
+        "",
+        "--lab-bounce",
+        "Content-Type: text/plain",
+        "",
+        "This is the mail system at host mx.lab.test. Your message could "
+        "not be delivered.",
+        "",
+        "--lab-bounce",
+        "Content-Type: message/delivery-status",
+        "",
+        "Reporting-MTA: dns; mx.lab.test",
+        "",
+        f"Final-Recipient: rfc822; {recipient}",
+        "Action: failed",
+        "Status: 5.1.1",
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: user unknown",
+        "",
+        "--lab-bounce",
+        "Content-Type: text/rfc822-headers",
+        "",
+        original,
+        "",
+        "--lab-bounce--",
+        ""]).encode("utf-8")
 
 
 class LabSMTP(SMTP):

@@ -68,6 +68,15 @@ class Tweaks:
     copies: int = 1
     # SMTP: seconds between accepting a mail and storing it.
     deliver_delay: float = 0.0
+    # SMTP: what delivery does with an accepted mail: "store" it, or "bounce" it (a DSN,
+    # RFC 3464, about it goes to the envelope sender's mailbox instead).
+    delivery: str = "store"
+    # SMTP: the Authentication-Results verdicts stamped on a stored mail, under a Received
+    # chain of three hops (None: the mail is stored as it came, with no trace headers).
+    stamp: Optional[str] = None
+    # SMTP: RCPT to an address of no lab mailbox is accepted (an open relay; the mail is
+    # then dropped).
+    open_relay: bool = False
     # POP3 / IMAP: capabilities left out of the CAPA / CAPABILITY reply.
     capa_hidden: FrozenSet[str] = field(default_factory=frozenset)
     # IMAP: seconds between a change and IDLE pushing it (Dovecot: ~0.5).

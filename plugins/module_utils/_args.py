@@ -144,6 +144,7 @@ def roundtrip_spec():
         connection_interval=dict(type='float', default=DEFAULT_CONNECTION_INTERVAL),
         max_trip_time=dict(type='int', default=DEFAULT_MAX_TRIP_TIME),
         cleanup_stale=dict(type='bool', default=False),
+        watch_bounces=dict(type='bool', default=True),
         sender_protocol=dict(type='str', choices=list(RECEIVE_PROTOCOLS), default='imap'),
         require_authentication=dict(type='list', elements='str', choices=list(AUTH_METHODS), default=[]),
         authserv_ids=dict(type='list', elements='str'),

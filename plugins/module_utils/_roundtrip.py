@@ -342,12 +342,13 @@ def mail_roundtrip(params, check_mode=False):
     interval = params.get('connection_interval') or DEFAULT_CONNECTION_INTERVAL
     protocol = params.get('receive_protocol') or 'pop3'
     junk_policy = params.get('junk') or 'warn'
+    watch_bounces = params.get('watch_bounces', True) is not False
 
     def body(check):
         result = {'token': token, 'message_id': None, 'attempts': 0, 'trip_time_ms': None, 'stale_deleted': 0,
                   'changed': False}
         receiver = RECEIVERS[protocol](receive_params, check)
-        sender = sender_side(params)
+        sender = sender_side(params) if watch_bounces else None
         sender_box = RECEIVERS[sender[0]](sender[1], check) if sender else None
         timeout = receive_params['timeout'] or DEFAULT_TIMEOUT
         try:
@@ -378,7 +379,7 @@ def mail_roundtrip(params, check_mode=False):
                 sent_at = time.monotonic()
                 result['message_id'] = message_id
                 result['sent'] = True
-                sort = sorter(token, message_id=message_id, bounces=True)
+                sort = sorter(token, message_id=message_id, bounces=watch_bounces)
                 sender_sort = Sort(token, message_id=message_id, bounces_only=True)
                 for facts in visits(receiver, sent_at + max_trip_time, interval, timeout, sort):
                     result['attempts'] += 1

@@ -524,6 +524,9 @@ options:
           warning_ms:
             description: O(mailops.health.mail_roundtrip#module:warning_ms).
             type: float
+          watch_bounces:
+            description: O(mailops.health.mail_roundtrip#module:watch_bounces).
+            type: bool
   defaults:
     description:
       - Options every check shares (those all the check modules have), such as O(defaults.ca_path),

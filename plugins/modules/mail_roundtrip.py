@@ -219,6 +219,16 @@ options:
         cannot pass for the receiver's verdict (RFC 8601 section 5).
     type: list
     elements: str
+  watch_bounces:
+    description:
+      - Watch the receiving mailbox (and the sender's, O(sender_host)) for a bounce of the test mail while waiting, and
+        fail at once at stage C(bounced) when one comes (see O(sender_protocol)). Messages that look like bounces
+        (a C(multipart/report), a MAILER-DAEMON or postmaster sender, an empty Return-Path) are read up to their first
+        256 KiB (POP3 C(TOP n 400)) to tell whether they are about the test mail; over IMAP the search also looks for
+        the token in message bodies.
+      - V(false) waits for the test mail alone, as far as O(max_trip_time).
+    type: bool
+    default: true
   sender_protocol:
     description:
       - How the mailbox of O(mail_from) is read when O(sender_host) is given, to watch it for bounces.

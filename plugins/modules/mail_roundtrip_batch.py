@@ -247,6 +247,9 @@ options:
       warning_ms:
         description: O(mailops.health.mail_roundtrip#module:warning_ms).
         type: float
+      watch_bounces:
+        description: O(mailops.health.mail_roundtrip#module:watch_bounces).
+        type: bool
   defaults:
     description:
       - Options of M(mailops.health.mail_roundtrip) shared by every probe, such as

@@ -43,7 +43,7 @@ CONTRACT = {
     "starttls_last", "auth_535", "mail_451", "mail_550", "rcpt_550",
     "data_552", "drop_in_data", "421_ehlo", "421_starttls", "421_auth",
     "421_mail", "421_rcpt", "421_data", "421_quit", "deliver_twice",
-    "deliver_never", "deliver_late",
+    "deliver_never", "deliver_late", "bounce", "paths_pass", "dkim_fail", "open_relay",
     "banner_err", "no_capa", "stls_err", "user_err", "pass_err", "apop_err",
     "locked", "stat_malformed", "no_uidl", "no_top", "retr_truncated",
     "dele_err", "quit_err", "quit_err_after_dele", "uidl_duplicate",
@@ -588,6 +588,37 @@ def test_deliver_late(start_lab: StartLab) -> None:
     assert lab.store.messages("alice") == []
     wait_until(lambda: len(lab.store.messages("alice")) == 1)
     assert time.monotonic() - begin >= 0.3
+
+
+def test_bounce_goes_back_to_the_sender(start_lab: StartLab) -> None:
+    lab = start_lab(smtp="bounce")
+    with smtplib.SMTP(lab.host, lab.ports["smtp"], timeout=5) as client:
+        client.sendmail("bob@lab.test", ["alice@lab.test"], message("returned"))
+    assert lab.store.messages("alice") == []
+    dsn, = lab.store.messages("bob")
+    assert b"report-type=delivery-status" in dsn.data and b"Status: 5.1.1" in dsn.data
+    assert b"Subject: returned" in dsn.data  # the returned headers
+
+
+@pytest.mark.parametrize("fault, verdicts", [("paths_pass", b"dkim=pass"), ("dkim_fail", b"dkim=fail")])
+def test_stamps_a_path_and_verdicts(start_lab: StartLab, fault: str, verdicts: bytes) -> None:
+    lab = start_lab(smtp=fault)
+    _send(lab, "stamped")
+    stored, = lab.store.messages("alice")
+    head = stored.data.split(b"\r\n\r\n", 1)[0]
+    assert head.count(b"\r\nReceived: from ") == 3
+    assert head.startswith(b"Authentication-Results: mx.lab.test; spf=pass") and verdicts in head
+
+
+def test_open_relay_accepts_strangers(start_lab: StartLab) -> None:
+    lab = start_lab(smtp="open_relay")
+    with smtplib.SMTP(lab.host, lab.ports["smtp"], timeout=5) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        assert client.rcpt("relay-test@elsewhere.test")[0] == 250
+        assert client.rcpt("alice@lab.test")[0] == 250
+        assert client.data(message("relayed"))[0] == 250
+    assert len(lab.store.messages("alice")) == 1
 
 
 def test_deliver_late_dropped_when_lab_stops(start_lab: StartLab) -> None:

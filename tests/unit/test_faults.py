@@ -19,7 +19,8 @@ import time
 import pytest
 
 from ansible_collections.mailops.health.plugins.modules import mail_roundtrip, pop3_check, smtp_check
-from lab.embedded import VARIANTS, EmbeddedLab
+from ansible_collections.mailops.health.plugins.module_utils._oauth import initial_response
+from lab.embedded import VARIANTS, EmbeddedLab, oauth
 
 from .helpers import run_module
 
@@ -111,6 +112,36 @@ FAULTS = {
     'arrives-too-late': ({'smtp': ['deliver_late:4']}, 'smtp', 'pop3', {},
                          {'mail_roundtrip': ('timeout', 'did not arrive')}),
     'arrives-twice': ({'smtp': ['deliver_twice']}, 'smtp', 'pop3', {}, {'mail_roundtrip': 'ok'}),
+    # The mail's path: it bounces (the DSN reaches the mailbox read, the sender's), its verdicts.
+    'bounces': ({'smtp': ['bounce']}, 'smtp', 'pop3', {'args': {'mail_from': 'bob@lab.test'}},
+                {'mail_roundtrip': ('bounced', 'bounced: 5.1.1 smtp; 550 5.1.1')}),
+    'dkim-fails-required': ({'smtp': ['dkim_fail']}, 'smtp', 'pop3', {'args': {'require_authentication': ['dkim']}},
+                            {'mail_roundtrip': ('authentication', 'dkim=fail (by mx.lab.test)')}),
+    'dkim-fails-not-required': ({'smtp': ['dkim_fail']}, 'smtp', 'pop3', {'args': {'require_authentication': ['spf']}},
+                                {'mail_roundtrip': 'ok'}),
+    'verdicts-pass-required': ({'smtp': ['paths_pass']}, 'smtp', 'pop3',
+                               {'args': {'require_authentication': ['spf', 'dkim', 'dmarc']}}, {'mail_roundtrip': 'ok'}),
+    'no-verdicts-required': ({}, 'smtp', 'pop3', {'args': {'require_authentication': ['dmarc']}},
+                             {'mail_roundtrip': ('authentication', 'dmarc=none (no Authentication-Results)')}),
+    # Expected refusals: the open-relay test against a relay that refuses, and one that accepts.
+    'relay-refused': ({}, 'smtp', 'pop3', {'args': {'expect': 'reject', 'mail_to': 'relay-test@elsewhere.test'}},
+                      {'smtp_check': 'ok'}),
+    'open-relay': ({'smtp': ['open_relay']}, 'smtp', 'pop3',
+                   {'args': {'expect': 'reject', 'mail_to': 'relay-test@elsewhere.test'}},
+                   {'smtp_check': ('expectation', 'accepted at stage rcpt')}),
+    # OAuth 2.0 tokens (the lab verifies its JWTs): refused ones say what the server's JSON error said.
+    'oauth-valid': ({}, 'smtp', 'pop3', {'oauth': 'valid'}, ok(SMTP + ('pop3_check',))),
+    'oauth-expired': ({}, 'smtp', 'pop3', {'oauth': 'expired'},
+                      dict(fail('auth', 'status 401', ('smtp_check',)), **fail('login', 'status 401', POP3[:1]))),
+    'oauth-wrong-scope': ({}, 'smtp', 'pop3', {'oauth': 'wrong_scope'},
+                          dict(fail('auth', 'status 403', ('smtp_check',)), **fail('login', 'scope mail', POP3[:1]))),
+    'oauth-echo-token': ({'smtp': ['oauth_echo_token'], 'pop3': ['oauth_echo_token']}, 'smtp', 'pop3',
+                         {'oauth': 'expired'},
+                         dict(fail('auth', 'status 401', ('smtp_check',)), **fail('login', 'status 401', POP3[:1]))),
+    'oauth-no-challenge': ({'smtp': ['oauth_no_challenge']}, 'smtp', 'pop3', {'oauth': 'expired'},
+                           fail('auth', '535', ('smtp_check',), absent='status')),
+    'oauth-bad-challenge': ({'pop3': ['oauth_bad_challenge']}, 'smtp', 'pop3', {'oauth': 'expired'},
+                            fail('login', 'not base64 JSON', POP3[:1])),
     # Servers that quote the secrets back (the lab knows every password, so it does so from the
     # greeting on), also across the 64 KiB mark of an over-long line.
     'smtp-echo-secrets': ({'smtp': ['echo_secrets']}, 'smtp', 'pop3', {}, ok(SMTP)),
@@ -152,7 +183,23 @@ def closed_port():
     return port
 
 
-def module_args(lab, module, smtp_port, pop3_port, extra):
+def module_args(lab, module, smtp_port, pop3_port, extra, tokens=None):
+    """The module's options for a row; with tokens ({user: token}) every login is OAuth."""
+    args = _module_args(lab, module, smtp_port, pop3_port, extra)
+    if tokens:
+        for prefix, user in (('', 'alice' if module == 'smtp_check' else 'bob'), ('smtp_', 'alice'), ('pop3_', 'bob')):
+            if prefix + 'password' in args:
+                args.pop(prefix + 'password')
+                args[prefix + 'oauth2_token'] = tokens[user]
+        args.update(dict((key, value) for key, value in (('smtp_auth', 'oauth2'), ('pop3_auth', 'xoauth2'))
+                         if key in args))
+        if module != 'pop3_check':
+            args['auth_mechanism'] = 'xoauth2'
+    args.update(extra.get('args', {}))
+    return args
+
+
+def _module_args(lab, module, smtp_port, pop3_port, extra):
     alice, bob = lab.accounts['alice'], lab.accounts['bob']
     common = dict(ca_path=lab.ca_path, timeout=TIMEOUT, transcript=True)
     mechanism = extra.get('auth_mechanism', 'plain')
@@ -206,6 +253,18 @@ def secret_forms(accounts, timestamps, apop_user=None):
     return forms
 
 
+def token_forms(user, token, port):
+    """What a client sends of an OAuth token: the token, every 16 characters of it in a row, and
+    the XOAUTH2 and OAUTHBEARER initial responses."""
+    forms = {'%s token' % user: token}
+    for start in range(0, len(token) - 15, 8):
+        forms['%s token[%d:%d]' % (user, start, start + 16)] = token[start:start + 16]
+    for mechanism in ('XOAUTH2', 'OAUTHBEARER'):
+        for host in ('127.0.0.1', 'localhost'):
+            forms['%s %s payload' % (user, mechanism)] = initial_response(mechanism, user, token, host, port)
+    return forms
+
+
 def strings(value):
     if isinstance(value, dict):
         for key, item in value.items():
@@ -246,20 +305,30 @@ def test_fault(fault, module, capsys):
     accounts = {'alice': random_password(), 'bob': random_password()}
     timestamps = []
     hooks = dict((v.name, {'GREETING': timestamp_recorder(timestamps)}) for v in VARIANTS if v.protocol == 'pop3')
-    with EmbeddedLab(faults=faults, accounts=accounts, hooks=hooks) as lab:
+    key = oauth.make_key() if extra.get('oauth') else None
+    with EmbeddedLab(faults=faults, accounts=accounts, hooks=hooks, oauth_key=key) as lab:
         preloaded = [lab.store.add('bob', b'From: someone@lab.test\r\nSubject: already here %d\r\n\r\nHello.\r\n' % n)
                      for n in range(extra.get('preload', 0))]
         smtp_port = closed_port() if smtp_variant == 'closed' else lab.ports[smtp_variant]
         pop3_port = lab.ports[pop3_variant]
+        tokens = None
+        if key is not None:
+            kind = extra['oauth']
+            tokens = dict((user, oauth.issue(key, user, scope='calendar' if kind == 'wrong_scope' else 'mail',
+                                             lifetime=-60 if kind == 'expired' else 600)) for user in accounts)
         start = time.monotonic()
-        result = run_module(capsys, MODULES[module], module_args(lab, module, smtp_port, pop3_port, extra))
+        result = run_module(capsys, MODULES[module], module_args(lab, module, smtp_port, pop3_port, extra, tokens))
         elapsed = time.monotonic() - start
         bound = (MAX_TRIP_TIME if module == 'mail_roundtrip' else TIMEOUT) + SLACK
         assert elapsed < bound, 'took %.1f s' % elapsed
         assert 'Traceback' not in result['_raw']
         own = dict((user, accounts[user]) for user in OWN_ACCOUNTS[module])
         apop_user = 'bob' if extra.get('pop3_auth') == 'apop' else None
-        shown = shown_secrets(result, secret_forms(own, timestamps, apop_user))
+        forms = secret_forms(own, timestamps, apop_user)
+        for user in own if tokens else ():
+            port = smtp_port if (module, user) in (('smtp_check', 'alice'), ('mail_roundtrip', 'alice')) else pop3_port
+            forms.update(token_forms(user, tokens[user], port))
+        shown = shown_secrets(result, forms)
         assert not shown, 'secrets shown: %s' % '; '.join(shown)
         expected = outcomes[module]
         if expected == 'ok' or expected[0] == 'ok':
@@ -283,7 +352,8 @@ def test_fault(fault, module, capsys):
         assert fragment in result['msg']
         if absent:
             assert absent not in result['msg']
-        port = pop3_port if stage in ('login', 'stat', 'retrieve', 'delete') or fault.startswith('pop3') else smtp_port
+        pop3_stages = ('login', 'stat', 'retrieve', 'delete', 'bounced', 'authentication')
+        port = pop3_port if stage in pop3_stages or fault.startswith('pop3') else smtp_port
         if stage != 'timeout':
             assert '127.0.0.1:%d' % port in result['msg']
         assert 'internal error' not in result['msg']

@@ -208,3 +208,13 @@ def test_sender_options_are_checked_before_anything_is_sent(path_lab):
     with pytest.raises(ProbeError) as info:
         mail_roundtrip(same)
     assert info.value.stage == 'input' and 'watched for bounces anyway' in info.value.message
+
+
+def test_watch_bounces_false_waits_for_the_mail_alone(path_lab):
+    path_lab.rewrite = lambda rcpt, raw: [('bob@lab.test', dsn_for(raw, 'bob@lab.test'))]
+    params = roundtrip_params(path_lab, receive='imap', mail_from='bob@lab.test', mail_to='alice@lab.test',
+                              max_trip_time=2, watch_bounces=False)
+    with pytest.raises(ProbeError) as info:
+        mail_roundtrip(params)
+    assert info.value.stage == 'timeout'
+    assert len(path_lab.store.messages('bob')) == 1  # the bounce was not read, so not deleted
