@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: oauth2_token
 short_description: Get an OAuth 2.0 access token with the client credentials grant
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Asks an OAuth 2.0 token endpoint for an access token with the client credentials grant (RFC 6749 section 4.4), as
     a monitoring application registered with Microsoft Entra ID, Google or Keycloak does, and returns the token, its
