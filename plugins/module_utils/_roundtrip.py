@@ -285,6 +285,28 @@ def visits(receiver, deadline, interval, timeout, sort, immediately=False):
         yield on_side(receiver.side, receiver.visit, max(1, round(min(timeout, deadline - time.monotonic()), 1)), sort)
 
 
+def await_mail(result, watched, sender, sent_at, max_trip_time, interval, timeout):
+    """Visit the mailbox (watched: the receiver and its sort) until the mail is there, and the
+    sender's mailbox (sender: its receiver, or None, and sort) after each visit that found
+    nothing; returns the finding visit's facts. A bounce in either fails at once at stage
+    bounced; max_trip_time without the mail fails at stage timeout."""
+    receiver, sort = watched
+    sender_box, sender_sort = sender
+    for facts in visits(receiver, sent_at + max_trip_time, interval, timeout, sort):
+        result['attempts'] += 1
+        if facts is not None and facts['copies']:
+            return facts
+        if sender_box is not None and sort.bounce is None:
+            result['sender'] = on_side('sender', sender_box.visit, timeout, sender_sort) or result['sender']
+        if sort.bounce is not None or sender_sort.bounce is not None:
+            raise bounced(result, receiver if sort.bounce is not None else sender_box, sort.bounce or sender_sort.bounce,
+                          sent_at)
+    busy = '; the mailbox was locked by another session in %d of them' % receiver.busy if receiver.busy else ''
+    raise ProbeError('timeout', '%s: the mail with token %s did not arrive within max_trip_time %s s (%d mailbox checks'
+                     '%s); it stays in the mailbox if it arrives later'
+                     % (receiver.label, result['token'], max_trip_time, result['attempts'], busy))
+
+
 def bounced(result, receiver, report, sent_at):
     """The mail came back: fail at once at stage bounced with what the report says."""
     result['bounce'] = dict((key, report.get(key)) for key in (
@@ -381,21 +403,8 @@ def mail_roundtrip(params, check_mode=False):
                 result['sent'] = True
                 sort = sorter(token, message_id=message_id, bounces=watch_bounces)
                 sender_sort = Sort(token, message_id=message_id, bounces_only=True)
-                for facts in visits(receiver, sent_at + max_trip_time, interval, timeout, sort):
-                    result['attempts'] += 1
-                    if facts is not None and facts['copies']:
-                        break
-                    if sender_box is not None and sort.bounce is None:
-                        result['sender'] = on_side('sender', sender_box.visit, timeout, sender_sort) or result['sender']
-                    report = sort.bounce or sender_sort.bounce
-                    if report is not None:
-                        raise bounced(result, sender_box if sort.bounce is None else receiver, report, sent_at)
-                else:
-                    busy = ('; the mailbox was locked by another session in %d of them' % receiver.busy
-                            if receiver.busy else '')
-                    raise ProbeError('timeout', '%s: the mail with token %s did not arrive within max_trip_time %s s '
-                                     '(%d mailbox checks%s); it stays in the mailbox if it arrives later'
-                                     % (receiver.label, token, max_trip_time, result['attempts'], busy))
+                facts = await_mail(result, (receiver, sort), (sender_box, sender_sort), sent_at, max_trip_time,
+                                   interval, timeout)
                 if facts['copies'] > 1:
                     check.warnings.append('%s: the test mail arrived %d times; every copy was deleted'
                                           % (receiver.label, facts['copies']))
