@@ -67,6 +67,7 @@ KID = "default"
 ALGORITHM = "HS256"
 DEFAULT_SCOPE = "mail"
 DEFAULT_LIFETIME = 3600
+ISSUE_SLACK = 1  # seconds iat and nbf lie in the past (issue without ``now``)
 KEY_BYTES = 32
 
 XOAUTH2 = "XOAUTH2"
@@ -165,13 +166,19 @@ def issue(key: bytes, username: str,
           scope: Union[str, Iterable[str]] = DEFAULT_SCOPE,
           lifetime: float = DEFAULT_LIFETIME,
           now: Optional[float] = None) -> str:
-    """A signed access token for ``username``, valid from ``now`` (default:
-    the current time) for ``lifetime`` seconds (negative: already expired)."""
-    issued = int(time.time() if now is None else now)
+    """A signed access token for ``username``, valid from ``now`` for
+    ``lifetime`` seconds (negative: already expired).
+
+    Without ``now``, iat and nbf are ISSUE_SLACK seconds before the current
+    time (exp still counts from the current time): Dovecot 2.3 compares them
+    with a coarse clock and no leeway, and refuses a token used within a few
+    milliseconds of a second boundary as "not valid yet"."""
+    current = int(time.time() if now is None else now)
+    issued = current - ISSUE_SLACK if now is None else current
     header = {"alg": ALGORITHM, "typ": "JWT", "kid": KID}
     claims = {"iss": ISSUER, "sub": username, "aud": AUDIENCE,
               "scope": scope_text(scope), "iat": issued, "nbf": issued,
-              "exp": issued + int(lifetime)}
+              "exp": current + int(lifetime)}
     signing_input = f"{_json_segment(header)}.{_json_segment(claims)}"
     return f"{signing_input}.{_sign(key, signing_input)}"
 
@@ -332,8 +339,8 @@ def parse_xoauth2(data: bytes) -> tuple[str, str]:
     return user, _bearer(fields)
 
 
-def parse_oauthbearer(data: bytes) -> tuple[Optional[str], str,
-                                             dict[str, str]]:
+def parse_oauthbearer(
+        data: bytes) -> tuple[Optional[str], str, dict[str, str]]:
     """(authzid or None, token, all key/value pairs) of an OAUTHBEARER
     client message (RFC 7628 3.1), or SaslError."""
     header, sep, rest = data.partition(_KVSEP)

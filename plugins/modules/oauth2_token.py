@@ -231,7 +231,7 @@ USER_AGENT = 'mailops.health-oauth2_token'
 
 def argument_spec():
     return dict(
-        token_url=dict(type='str', required=True),
+        token_url=dict(type='str', required=True, no_log=False),
         client_id=dict(type='str', required=True),
         client_secret=dict(type='str', required=True, no_log=True),
         scope=dict(type='list', elements='str'),
@@ -379,8 +379,8 @@ def _post(params, form, headers):
 
 def get_token(params):
     """The module's work: check the input, ask for the token, read the answer."""
-    check_options(dict((name, params[name]) for name in ('token_url', 'client_id', 'client_secret', 'scope',
-                                                          'timeout', 'ca_path')))
+    names = ('token_url', 'client_id', 'client_secret', 'scope', 'timeout', 'ca_path')
+    check_options(dict((name, params[name]) for name in names))
     shown = _check_url(params['token_url'])
     if not params['client_id']:
         raise ProbeError('input', 'client_id must not be empty')

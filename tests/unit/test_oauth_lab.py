@@ -77,7 +77,9 @@ def olab():
 def test_issue_makes_the_documented_jwt(key):
     token = oauth.issue(key, 'alice', now=NOW)
     head, body, signature = token.split('.')
-    pad = lambda s: s + '=' * (-len(s) % 4)  # noqa: E731
+
+    def pad(text):
+        return text + '=' * (-len(text) % 4)
     assert json.loads(base64.urlsafe_b64decode(pad(head))) == HEADER
     assert json.loads(base64.urlsafe_b64decode(pad(body))) == claims()
     expected = hmac.new(key, ('%s.%s' % (head, body)).encode(), hashlib.sha256).digest()
@@ -120,8 +122,8 @@ def test_a_good_token_verifies(key):
         'other-key', 'tampered-signature', 'wrong-issuer', 'wrong-audience', 'alg-none', 'alg-hs512', 'unknown-kid',
         'no-exp', 'exp-not-number', 'not-jwt', 'not-base64-json', 'empty-signature', 'claims-not-object', 'empty'])
 def test_a_bad_token_is_refused_with_its_reason(key, make, now, status, reason):
-    assert oauth.verify(key, make(key), 'alice', now=now) == (False, {'status': status, 'scope': 'mail',
-                                                                         'reason': reason})
+    expected = {'status': status, 'scope': 'mail', 'reason': reason}
+    assert oauth.verify(key, make(key), 'alice', now=now) == (False, expected)
 
 
 def test_key_files_are_base64_and_private(tmp_path, key):
@@ -386,8 +388,8 @@ def test_smtp_advertises_and_accepts_both_mechanisms(olab):
     token = olab.issue_token('alice')
     with smtp_client(olab) as client:
         assert client.esmtp_features['auth'].split() == ['CRAM-MD5', 'LOGIN', 'OAUTHBEARER', 'PLAIN', 'XOAUTH2']
-        assert client.docmd('AUTH', 'XOAUTH2 ' + xoauth2('alice', token)) == (235,
-                                                                               b'2.7.0 Authentication successful')
+        answer = client.docmd('AUTH', 'XOAUTH2 ' + xoauth2('alice', token))
+        assert answer == (235, b'2.7.0 Authentication successful')
     with smtp_client(olab, 'smtp') as client:  # no initial response: an empty challenge asks for it
         client.starttls(context=ssl.create_default_context(cafile=olab.ca_path))
         client.ehlo()
