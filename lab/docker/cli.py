@@ -106,6 +106,15 @@ def _print_describe(d: dict) -> None:
         print("paths:")
         for key, value in paths.items():
             print(f"  {key:<18} {json.dumps(value) if isinstance(value, dict) else value}")
+    oauth = d.get("oauth")
+    if oauth:
+        print(f"oauth:   {oauth['token_url']} (key {oauth['key_path']}; "
+              f"{', '.join(oauth['mechanisms'])}; scope {oauth['scope']})")
+        for c in oauth["clients"]:
+            if c["purpose"] != "valid":
+                print(f"  client {c['client_id']:<12} {c['client_secret']:<26} for {c['username']} "
+                      f"({c['purpose']})")
+        print("  (and one client per account: client_id = the username; secrets in --json)")
     print(f"accounts ({len(d['accounts'])}):")
     for a in d["accounts"]:
         print(f"  {a['username']:<8} {a['password']:<18} {a['address']}")
@@ -143,7 +152,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             made = runtime.ensure_runtime(cfg, force=args.force)
             print(f"{'made' if made['certs'] else 'kept'} certificates in "
                   f"{cfg.runtime_dir / 'certs'}; {'made' if made['users'] else 'kept'} "
-                  f"accounts in {cfg.users_path}")
+                  f"accounts in {cfg.users_path}; {'made' if made['oauth'] else 'kept'} "
+                  f"OAuth key and clients in {cfg.oauth_dir}")
             print(f"CA for clients: {cfg.ca_path}")
             return 0
     except (RuntimeError, EngineError, ValueError, DockerException) as exc:

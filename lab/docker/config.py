@@ -25,7 +25,7 @@ IMAGES_DIR = Path(__file__).resolve().parent / "images"
 # first, then the outside provider (its resolver answers the lab MTA's lookups), then the MTA.
 CONTAINERS = ("mailbox", "outside", "mta")
 IMAGE_CONTENTS = {  # what `up` says while it builds an image
-    "mailbox": "Dovecot: POP3, IMAP, LMTP, Sieve",
+    "mailbox": "Dovecot: POP3, IMAP, LMTP, Sieve, OAuth 2.0; the token endpoint",
     "outside": "the outside provider's Postfix, unbound",
     "mta": "Postfix, OpenDKIM, OpenDMARC, policyd-spf",
 }
@@ -44,7 +44,7 @@ class Port:
     name: str      # LAB_PORT_<NAME>, --port name=N, describe's ports/port_kinds keys
     default: int
     owner: str     # the container serving it (status, the readiness wait, the busy-port check)
-    protocol: str  # what greets on it: smtp, pop3, imap, lmtp, dovecot-auth
+    protocol: str  # what greets on it: smtp, pop3, imap, lmtp, dovecot-auth, https
     tls: str       # one of TLS_KINDS
     address: str = "lab"  # where it listens: "lab" (LAB_LISTEN: 127.0.0.1 [+ ::1]) or
     #                       "outside" (LAB_OUTSIDE_ADDRESS only: the outside provider's MX)
@@ -70,6 +70,7 @@ PORTS: dict[str, Port] = {p.name: p for p in (
     Port("imap_badcert", 1993, "mailbox", "imap", TLS_BADCERT),    # third Dovecot instance
     Port("lmtp", 24, "mailbox", "lmtp", TLS_NONE),                 # Postfix delivers here
     Port("sasl", 12345, "mailbox", "dovecot-auth", TLS_NONE),      # Postfix's SMTP AUTH asks here
+    Port("oauth", 9443, "mailbox", "https", TLS_IMPLICIT),         # OAuth 2.0 token endpoint
     Port("outside_smtp", 25, "outside", "smtp", TLS_STARTTLS, "outside"),  # the outside provider's MX
 )}
 DEFAULT_PORTS: dict[str, int] = {name: p.default for name, p in PORTS.items()}
@@ -90,6 +91,21 @@ DEFAULT_RT_ACCOUNTS = 20
 EXTRA_ACCOUNTS = ("shared", "alice", "bob")
 BASE_IMAGE = "debian:bookworm-slim"
 LABEL = "io.mailops.lab"
+
+# OAuth 2.0 (XOAUTH2, OAUTHBEARER): Dovecot validates the lab's HS256 tokens locally, the token
+# endpoint (lab/embedded/oauth.py, in the mailbox container) issues them.  Which ports offer
+# the mechanisms: every port with SASL (Postfix asks Dovecot's auth listener), not the
+# open relay (no AUTH there); SMTP ports offer AUTH only after STARTTLS, except 2525.
+OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+OAUTH_PORTS = ("smtp", "submission", "smtps", "smtp_nostarttls", "smtp_badcert",
+               "pop3", "pop3s", "pop3_nostls", "pop3_badcert",
+               "imap", "imaps", "imap_nostarttls", "imap_badcert")
+# The token endpoint's clients beyond one per account (client_id = the account name):
+# tokens for the failure account that Dovecot refuses.  {client_id: (purpose, scopes, lifetime)}
+OAUTH_FAILURE_CLIENTS = {
+    "expired": ("expired", ("mail",), -60),           # issued a minute past their end
+    "wrong_scope": ("wrong_scope", ("calendar",), None),  # may not ask for "mail"
+}
 
 
 def port_env_name(name: str) -> str:
@@ -214,6 +230,29 @@ class LabConfig:
     @property
     def users_path(self) -> Path:
         return self.runtime_dir / "users"
+
+    @property
+    def oauth_dir(self) -> Path:
+        """The OAuth key, the token endpoint's clients and its code (oauth.py)."""
+        return self.runtime_dir / "oauth"
+
+    @property
+    def oauth_key_path(self) -> Path:
+        """The HS256 key, base64, where Dovecot's fs dict finds it: <azp>/<alg>/<kid>."""
+        return self.oauth_dir / "keys" / "default" / "HS256" / "default"
+
+    @property
+    def oauth_clients_path(self) -> Path:
+        return self.oauth_dir / "clients.json"
+
+    def oauth_failure_account(self) -> str:
+        """The account the failure clients' tokens name: the last rtNN but one (rt19)."""
+        rt = [u for u in self.usernames() if u.startswith("rt")]
+        return rt[-2] if len(rt) >= 2 else self.usernames()[0]
+
+    @property
+    def oauth_base_url(self) -> str:
+        return f"https://{self.host}:{self.ports['oauth']}"
 
     def usernames(self) -> list[str]:
         width = max(2, len(str(self.rt_accounts)))

@@ -4,7 +4,8 @@ State (lab/.state/, gitignored):
 
     lab.json        config, engine, container ids and timings of the lab that is up
     engine.json     the private dockerd this lab started (pid, socket)
-    runtime/        certs and accounts, mounted read-only at /lab in both containers
+    runtime/        certs, accounts, DKIM keys and OAuth, mounted read-only at /lab in the
+                    containers
     logs/           image build logs
     dockerd.log     the private dockerd's log
 """
@@ -27,9 +28,10 @@ import docker
 import docker.errors
 
 from . import baseimage, dns, engine as engine_mod, images, runtime
+from ..embedded import oauth as lab_oauth
 from .config import (BADDKIM_DOMAIN, BASE_IMAGE, BOUNCE_DOMAIN, CONTAINERS, DKIM_SELECTOR, LABEL,
-                     OUTSIDE_DOMAIN, PORTS, RESOLVER_PORT, TLS_BADCERT, TLS_IMPLICIT, LabConfig,
-                     state_dir)
+                     OAUTH_MECHANISMS, OAUTH_PORTS, OUTSIDE_DOMAIN, PORTS, RESOLVER_PORT,
+                     TLS_BADCERT, TLS_IMPLICIT, LabConfig, state_dir)
 
 Log = Callable[[str], None]
 # engine, base image, one step per image, certificates, containers, readiness
@@ -89,6 +91,7 @@ def describe(cfg: Optional[LabConfig] = None) -> dict[str, Any]:
                        for name, p in PORTS.items()},
         "resolver": {"host": cfg.resolver, "port": RESOLVER_PORT},
         "paths": paths(cfg),
+        "oauth": oauth(cfg),
         "accounts": [{"username": u, "password": pw, "address": f"{u}@{cfg.domain}"}
                      for u, pw in users.items()],
         "shared_account": "shared",
@@ -128,6 +131,32 @@ def paths(cfg: LabConfig) -> dict[str, Any]:
     }
 
 
+def oauth(cfg: LabConfig) -> dict[str, Any]:
+    """OAuth 2.0: the token endpoint, the key (tokens can be minted with
+    lab.embedded.oauth.issue(load_key(key_path), user, ...)), the clients and the ports."""
+    clients = runtime.read_oauth_clients(cfg.oauth_clients_path)
+    return {
+        "token_url": cfg.oauth_base_url + lab_oauth.TokenEndpoint.TOKEN_PATH,
+        "openid_configuration": cfg.oauth_base_url + lab_oauth.TokenEndpoint.DISCOVERY_PATH,
+        "key_path": str(cfg.oauth_key_path),
+        "algorithm": lab_oauth.ALGORITHM,
+        "kid": lab_oauth.KID,
+        "issuer": lab_oauth.ISSUER,
+        "audience": lab_oauth.AUDIENCE,
+        "scope": lab_oauth.DEFAULT_SCOPE,
+        "lifetime": lab_oauth.DEFAULT_LIFETIME,
+        "mechanisms": list(OAUTH_MECHANISMS),
+        # The account the failure clients' tokens are for.
+        "failure_account": cfg.oauth_failure_account(),
+        "clients": [{"client_id": cid, "client_secret": c["secret"], "username": c["username"],
+                     "scopes": c["scopes"], "purpose": c["purpose"],
+                     **({"lifetime": c["lifetime"]} if "lifetime" in c else {})}
+                    for cid, c in clients.items()],
+        # Port name -> the OAuth mechanisms it offers (SMTP: after STARTTLS where it has it).
+        "ports": {name: list(OAUTH_MECHANISMS) for name in OAUTH_PORTS},
+    }
+
+
 # -- ports --------------------------------------------------------------------
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -157,6 +186,10 @@ def _probe(host: str, port: int, name: str, timeout: float = 2.0) -> bool:
         if proto == "dovecot-auth":
             return True
         sock.settimeout(timeout)
+        if proto == "https":
+            sock.sendall(f"GET {lab_oauth.TokenEndpoint.DISCOVERY_PATH} HTTP/1.0\r\n"
+                         f"Host: {host}\r\n\r\n".encode())
+            return sock.recv(512).startswith(b"HTTP/1.0 200")
         greeting = sock.recv(512)
         expected = {"smtp": b"220", "lmtp": b"220", "pop3": b"+OK", "imap": b"* OK"}[proto]
         return greeting.startswith(expected)
@@ -303,11 +336,12 @@ def _up_images(eng: engine_mod.Engine, cfg: LabConfig, progress: _Progress,
 
 def _up_runtime(cfg: LabConfig, progress: _Progress) -> str:
     """Certificates and accounts; returns their fingerprint (a change replaces the containers)."""
-    progress.step("CA, certificates and accounts...")
+    progress.step("CA, certificates, accounts, OAuth key and clients...")
     made = runtime.ensure_runtime(cfg)
     progress.log(f"      {'made' if made['certs'] else 'kept'} certificates, "
                  f"{'made' if made['users'] else 'kept'} accounts, "
-                 f"{'made' if made['dkim'] else 'kept'} DKIM keys; CA: {cfg.ca_path}")
+                 f"{'made' if made['dkim'] else 'kept'} DKIM keys, "
+                 f"{'made' if made['oauth'] else 'kept'} OAuth key and clients; CA: {cfg.ca_path}")
     runtime_fp = runtime.runtime_fingerprint(cfg)
     progress.lap("certs")
     return runtime_fp

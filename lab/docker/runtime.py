@@ -1,4 +1,4 @@
-"""The lab's runtime directory: TLS material and accounts, made on the host.
+"""The lab's runtime directory: TLS material, accounts and OAuth, made on the host.
 
 ``<state>/runtime`` is mounted read-only at ``/lab`` in both containers::
 
@@ -17,10 +17,20 @@
                           lab._domainkey.<domain>: the signing key's public half for
                           the lab domain, the public half of ANOTHER key for
                           baddkim.test (so its signatures fail)
+    oauth/keys/default/HS256/default
+                          the lab's OAuth key (HS256, base64; lab.embedded.oauth's
+                          save_key), in the layout Dovecot's local_validation_key_dict
+                          (fs:posix) looks it up: <azp>/<alg>/<kid>
+    oauth/clients.json    the token endpoint's clients: one per account (client_id =
+                          the account, a random secret, scope mail) and the failure
+                          clients "expired" and "wrong_scope" (config.OAUTH_FAILURE_CLIENTS)
+    oauth/oauth.py        a copy of lab/embedded/oauth.py, which the mailbox container
+                          runs as the token endpoint (refreshed when the source changes)
     meta.json             domain and names the certificates were made for
 
 The material is kept between runs and remade when the domain or the account
-list changes, when a certificate is near its end, or on ``certs --force``.
+list changes, when a certificate is near its end, or on ``certs --force``
+(passwords, client secrets and the OAuth key are kept when the account list changes).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import datetime
 import hashlib
 import json
 import secrets
+import shutil
 import string
 from pathlib import Path
 from typing import Optional
@@ -39,7 +50,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import pki
-from .config import BADDKIM_DOMAIN, LabConfig
+from ..embedded import oauth as lab_oauth
+from .config import BADDKIM_DOMAIN, OAUTH_FAILURE_CLIENTS, LabConfig
 
 CERT_FILES = ("ca.pem", "server.pem", "server.key", "rogue-ca.pem", "rogue.pem", "rogue.key")
 RENEW_BEFORE = datetime.timedelta(days=7)
@@ -148,6 +160,73 @@ def write_users(path: Path, usernames: list[str], keep: Optional[dict[str, str]]
     return users
 
 
+OAUTH_SOURCE = Path(lab_oauth.__file__).resolve()
+
+
+def read_oauth_clients(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def oauth_clients(cfg: LabConfig, keep: Optional[dict[str, dict]] = None) -> dict[str, dict]:
+    """The token endpoint's clients file (what ``serve --clients-file`` reads; "purpose" is
+    the lab's, the endpoint ignores it).  Secrets of ``keep`` are kept."""
+    keep = keep or {}
+
+    def secret(client_id: str) -> str:
+        return str(keep.get(client_id, {}).get("secret") or _password(24))
+
+    clients: dict[str, dict] = {
+        u: {"secret": secret(u), "username": u, "scopes": ["mail"], "purpose": "valid"}
+        for u in cfg.usernames()}
+    failing = cfg.oauth_failure_account()
+    for client_id, (purpose, scopes, lifetime) in OAUTH_FAILURE_CLIENTS.items():
+        clients[client_id] = {"secret": secret(client_id), "username": failing,
+                              "scopes": list(scopes), "purpose": purpose}
+        if lifetime is not None:
+            clients[client_id]["lifetime"] = lifetime
+    return clients
+
+
+def write_oauth(cfg: LabConfig, force: bool = False) -> bool:
+    """The OAuth key (kept), the clients file (remade when the accounts change, secrets
+    kept) and the token endpoint's code.  True when the key or the clients were made."""
+    made = False
+    key_path = cfg.oauth_key_path
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lab_oauth.load_key(key_path)
+        have_key = True
+    except (OSError, ValueError):
+        have_key = False
+    if force or not have_key:
+        # 0600: the mailbox entrypoint (root) copies it for Dovecot's auth process.
+        lab_oauth.save_key(key_path, lab_oauth.make_key())
+        made = True
+    old = {} if force else read_oauth_clients(cfg.oauth_clients_path)
+    wanted = oauth_clients(cfg, keep=old)
+    if wanted != old:
+        # The secrets: 0600 like the key; the entrypoint hands the endpoint its own copy.
+        pki.write_file(cfg.oauth_clients_path,
+                       (json.dumps(wanted, indent=2) + "\n").encode(), 0o600)
+        made = True
+    code = cfg.oauth_dir / "oauth.py"
+    source = OAUTH_SOURCE.read_bytes()
+    if not code.is_file() or code.read_bytes() != source:
+        tmp = code.with_suffix(".tmp")
+        shutil.copyfile(OAUTH_SOURCE, tmp)
+        tmp.chmod(0o644)
+        tmp.replace(code)
+    return made
+
+
+def oauth_files(cfg: LabConfig) -> list[Path]:
+    return [cfg.oauth_key_path, cfg.oauth_clients_path, cfg.oauth_dir / "oauth.py"]
+
+
 def ensure_runtime(cfg: LabConfig, force: bool = False) -> dict:
     """Make (or keep) certs and accounts for ``cfg``; returns what changed."""
     rt = cfg.runtime_dir
@@ -169,15 +248,17 @@ def ensure_runtime(cfg: LabConfig, force: bool = False) -> dict:
         write_users(cfg.users_path, wanted, keep=old)
         made_users = True
     made_dkim = write_dkim(cfg, force=force)
+    made_oauth = write_oauth(cfg, force=force)
     meta = {"domain": cfg.domain, "names": server_names(cfg.domain)}
     pki.write_file(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
-    return {"certs": made_certs, "users": made_users, "dkim": made_dkim}
+    return {"certs": made_certs, "users": made_users, "dkim": made_dkim, "oauth": made_oauth}
 
 
 def runtime_fingerprint(cfg: LabConfig) -> str:
     """Changes whenever what the containers read from /lab changes."""
     h = hashlib.sha256()
-    for f in [*(cfg.runtime_dir / "certs" / n for n in CERT_FILES), cfg.users_path, *dkim_files(cfg)]:
+    for f in [*(cfg.runtime_dir / "certs" / n for n in CERT_FILES), cfg.users_path, *dkim_files(cfg),
+              *oauth_files(cfg)]:
         h.update(f.name.encode() + b"\0")
         h.update(f.read_bytes() if f.is_file() else b"-")
     return h.hexdigest()[:16]

@@ -15,7 +15,9 @@ from cryptography import x509
 from lab.docker import baseimage, dns, images, runtime
 from lab.docker.cli import build_parser
 from lab.docker.config import (BADDKIM_DOMAIN, BOUNCE_DOMAIN, CONTAINERS, DEFAULT_PORTS, DKIM_SELECTOR, LAB_DIR,
-                               OUTSIDE_DOMAIN, PORTS, TLS_KINDS, LabConfig, port_env_name)
+                               OAUTH_FAILURE_CLIENTS, OAUTH_MECHANISMS, OAUTH_PORTS, OUTSIDE_DOMAIN, PORTS,
+                               TLS_KINDS, LabConfig, port_env_name)
+from lab.embedded import oauth as lab_oauth
 
 
 # -- config -----------------------------------------------------------------------
@@ -34,7 +36,7 @@ def test_port_table_rows_are_complete():
         assert port.name == name
         assert port.owner in CONTAINERS, port
         assert port.tls in TLS_KINDS, port
-        assert port.protocol in ("smtp", "pop3", "imap", "lmtp", "dovecot-auth"), port
+        assert port.protocol in ("smtp", "pop3", "imap", "lmtp", "dovecot-auth", "https"), port
 
 
 def test_port_defaults_written_elsewhere_match_the_table():
@@ -300,7 +302,8 @@ def test_runtime_is_kept_then_remade(made_runtime):
     assert list(users_before) == ["rt01", "rt02", "shared", "alice", "bob"]
     assert all(pw.isalnum() and len(pw) >= 12 for pw in users_before.values())
     fp = runtime.runtime_fingerprint(made_runtime)
-    assert runtime.ensure_runtime(made_runtime) == {"certs": False, "users": False, "dkim": False}
+    assert runtime.ensure_runtime(made_runtime) == {"certs": False, "users": False, "dkim": False,
+                                                    "oauth": False}
     assert runtime.runtime_fingerprint(made_runtime) == fp
     made_runtime.rt_accounts = 3
     assert runtime.ensure_runtime(made_runtime)["users"]
@@ -371,6 +374,151 @@ def test_certificate_validity(made_runtime):
         (made_runtime.runtime_dir / "certs" / "server.pem").read_bytes())
     now = datetime.datetime.now(datetime.timezone.utc)
     assert leaf.not_valid_before_utc < now < leaf.not_valid_after_utc
+
+
+# -- OAuth ----------------------------------------------------------------------------
+
+def test_oauth_runtime(made_runtime):
+    cfg = made_runtime
+    key = lab_oauth.load_key(cfg.oauth_key_path)
+    assert len(key) == lab_oauth.KEY_BYTES
+    # Where Dovecot's fs dict looks: <azp>/<alg>/<kid>, for tokens without azp.
+    assert cfg.oauth_key_path.relative_to(cfg.oauth_dir / "keys").as_posix() == \
+        f"default/{lab_oauth.ALGORITHM}/{lab_oauth.KID}"
+    assert oct(cfg.oauth_key_path.stat().st_mode & 0o777) == "0o600"
+    clients = runtime.read_oauth_clients(cfg.oauth_clients_path)
+    failing = cfg.oauth_failure_account()
+    assert [c for c in clients if clients[c]["purpose"] == "valid"] == cfg.usernames()
+    assert all(clients[u]["username"] == u and clients[u]["scopes"] == ["mail"] for u in cfg.usernames())
+    for client_id, (purpose, scopes, lifetime) in OAUTH_FAILURE_CLIENTS.items():
+        assert clients[client_id]["purpose"] == purpose and clients[client_id]["username"] == failing
+        assert clients[client_id]["scopes"] == list(scopes) and clients[client_id].get("lifetime") == lifetime
+    assert len({c["secret"] for c in clients.values()}) == len(clients)
+    assert (cfg.oauth_dir / "oauth.py").read_bytes() == Path(lab_oauth.__file__).read_bytes()
+    # The token endpoint reads this file as it is (purpose is ignored).
+    endpoint = lab_oauth.TokenEndpoint(key, clients)
+    assert endpoint.clients["expired"].lifetime == -60 and endpoint.clients["wrong_scope"].scopes == ("calendar",)
+
+
+def test_oauth_runtime_kept_and_secrets_survive_account_changes(tmp_path):
+    cfg = LabConfig.from_env({"LAB_STATE_DIR": str(tmp_path), "LAB_RT_ACCOUNTS": "3"})
+    runtime.ensure_runtime(cfg)
+    key_text = cfg.oauth_key_path.read_text()
+    before = runtime.read_oauth_clients(cfg.oauth_clients_path)
+    assert cfg.oauth_failure_account() == "rt02"
+    fp = runtime.runtime_fingerprint(cfg)
+    assert runtime.ensure_runtime(cfg)["oauth"] is False
+    assert runtime.runtime_fingerprint(cfg) == fp
+    cfg.rt_accounts = 4
+    assert runtime.ensure_runtime(cfg)["oauth"] is True
+    after = runtime.read_oauth_clients(cfg.oauth_clients_path)
+    assert cfg.oauth_key_path.read_text() == key_text
+    assert after["rt01"]["secret"] == before["rt01"]["secret"]
+    assert after["expired"]["secret"] == before["expired"]["secret"]
+    assert after["expired"]["username"] == "rt03" and "rt04" in after
+    assert runtime.runtime_fingerprint(cfg) != fp
+
+
+def test_oauth_describe_block(made_runtime):
+    from lab.docker.lab import describe
+    block = describe(made_runtime)["oauth"]
+    assert block["token_url"] == f"https://127.0.0.1:{made_runtime.ports['oauth']}/token"
+    assert block["key_path"] == str(made_runtime.oauth_key_path)
+    assert block["mechanisms"] == list(OAUTH_MECHANISMS) and block["scope"] == "mail"
+    assert set(block["ports"]) == set(OAUTH_PORTS) <= set(PORTS)
+    assert "smtp_openrelay" not in block["ports"]
+    purposes = {c["client_id"]: c["purpose"] for c in block["clients"]}
+    assert purposes["expired"] == "expired" and purposes["wrong_scope"] == "wrong_scope"
+    assert {c["client_secret"] for c in block["clients"]} == \
+        {c["secret"] for c in runtime.read_oauth_clients(made_runtime.oauth_clients_path).values()}
+
+
+def test_token_endpoint_client_lifetime():
+    """The per-client lifetime (lab.embedded.oauth.Client.lifetime): negative issues expired tokens,
+    and expires_in is then 0."""
+    import base64
+    import json as json_mod
+    import time
+    import urllib.request
+    key = lab_oauth.make_key()
+    clients = {"now": ("s1", "alice"), "old": ("s2", "alice", ["mail"], -60),
+               "short": {"secret": "s3", "username": "bob", "lifetime": 30}}
+    with lab_oauth.TokenEndpoint(key, clients, lifetime=600) as endpoint:
+        def grant(client_id, secret):
+            request = urllib.request.Request(endpoint.url, data=b"grant_type=client_credentials")
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode())
+            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json_mod.loads(response.read())
+        now = time.time()
+        body = grant("now", "s1")
+        assert body["expires_in"] == 600
+        assert lab_oauth.verify(key, body["access_token"], "alice") == (True, None)
+        body = grant("old", "s2")
+        assert body["expires_in"] == 0
+        claims = lab_oauth.claims_unverified(body["access_token"])
+        assert claims["exp"] <= now - 59
+        assert lab_oauth.verify(key, body["access_token"], "alice")[1]["reason"] == "expired"
+        body = grant("short", "s3")
+        assert body["expires_in"] == 30 and lab_oauth.claims_unverified(body["access_token"])["sub"] == "bob"
+    assert lab_oauth.Client("x", "y").lifetime is None
+
+
+def test_issue_backdates_iat_and_nbf():
+    import time
+    key = lab_oauth.make_key()
+    now = int(time.time())
+    claims = lab_oauth.claims_unverified(lab_oauth.issue(key, "alice", lifetime=60))
+    assert claims["iat"] == claims["nbf"] and now - 2 <= claims["iat"] <= now - lab_oauth.ISSUE_SLACK + 1
+    assert now + 59 <= claims["exp"] <= now + 61
+    fixed = lab_oauth.claims_unverified(lab_oauth.issue(key, "alice", lifetime=60, now=1000))
+    assert (fixed["iat"], fixed["nbf"], fixed["exp"]) == (1000, 1000, 1060)
+
+
+def test_token_endpoint_cli_serves_https(made_runtime):
+    """`python -m lab.embedded.oauth serve --tls-cert --tls-key`: what the mailbox container runs."""
+    import json as json_mod
+    import subprocess
+    import sys
+    import urllib.request
+    certs = made_runtime.runtime_dir / "certs"
+    cmd = [sys.executable, "-m", "lab.embedded.oauth", "serve", "--key-file", str(made_runtime.oauth_key_path),
+           "--clients-file", str(made_runtime.oauth_clients_path), "--host", "127.0.0.1", "--port", "0",
+           "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key")]
+    proc = subprocess.Popen(cmd, cwd=LAB_DIR.parent, stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("https://127.0.0.1:") and url.endswith("/token"), url
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        discovery = url.replace("/token", lab_oauth.TokenEndpoint.DISCOVERY_PATH)
+        with urllib.request.urlopen(discovery, context=ctx, timeout=10) as response:
+            assert json_mod.loads(response.read())["token_endpoint"] == url
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        proc.stdout.close()
+    bad = subprocess.run(cmd[:-2], cwd=LAB_DIR.parent, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "go together" in bad.stderr
+
+
+def test_oauth_files_agree():
+    """The entrypoint's key path and oauth2 settings, the healthcheck, compose and the README say
+    what config.py and lab.embedded.oauth say."""
+    entrypoint = (images.context_dir("mailbox") / "entrypoint.sh").read_text()
+    assert f"OAUTH_KEY=default/{lab_oauth.ALGORITHM}/{lab_oauth.KID} " in entrypoint
+    for line in ("introspection_mode = local", "username_attribute = sub",
+                 f"scope = {lab_oauth.DEFAULT_SCOPE}", f"issuers = {lab_oauth.ISSUER}",
+                 f'audience="audience = {lab_oauth.AUDIENCE}"',
+                 "auth_mechanisms = plain login cram-md5 apop " + " ".join(m.lower() for m in OAUTH_MECHANISMS),
+                 "mechanisms = " + " ".join(m.lower() for m in OAUTH_MECHANISMS)):
+        assert line in entrypoint, line
+    assert "oauth.py serve" in (images.context_dir("mailbox") / "healthcheck.sh").read_text()
+    assert "python3" in (images.context_dir("mailbox") / "Dockerfile").read_text()
+    assert "line_length_limit = 12288" in (images.context_dir("mta") / "entrypoint.sh").read_text()
+    readme = (LAB_DIR / "docker" / "README.md").read_text()
+    oauth_section = readme.split("## OAuth 2.0", 1)[1].split("\n## ", 1)[0]
+    for word in (*OAUTH_FAILURE_CLIENTS, "line_length_limit", "XOAUTH2", "OAUTHBEARER", "key_path"):
+        assert word in oauth_section, word
 
 
 # -- images ----------------------------------------------------------------------------

@@ -16,11 +16,20 @@
 # runs the global Sieve script lab-junk.sieve: a mail with "X-Lab-Junk: yes" or
 # "[lab-junk]" in its Subject is filed into Junk, all other mail into INBOX.
 #
+# OAuth 2.0: every instance offers XOAUTH2 and OAUTHBEARER, served by an oauth2
+# passdb that validates the lab's HS256 JWTs locally (the key from
+# /lab/oauth/keys/default/HS256/default, copied for the auth process; issuer
+# mailops-lab, scope mail, sub = the login name); the passwd-file passdb serves
+# every other mechanism.  The token endpoint (client credentials grant) is
+# /lab/oauth/oauth.py (lab/embedded/oauth.py) run by python3 as user labtoken,
+# HTTPS with the lab's server certificate on each LAB_LISTEN address, port
+# LAB_PORT_OAUTH; the clients are /lab/oauth/clients.json.
+#
 #   LAB_DOMAIN (lab.test), LAB_LISTEN (127.0.0.1 [+ ::1 if present]),
 #   LAB_PORT_POP3 110, LAB_PORT_POP3S 995, LAB_PORT_POP3_NOSTLS 1110,
 #   LAB_PORT_POP3_BADCERT 1995, LAB_PORT_IMAP 143, LAB_PORT_IMAPS 993,
 #   LAB_PORT_IMAP_NOSTARTTLS 1143, LAB_PORT_IMAP_BADCERT 1993,
-#   LAB_PORT_LMTP 24, LAB_PORT_SASL 12345
+#   LAB_PORT_LMTP 24, LAB_PORT_SASL 12345, LAB_PORT_OAUTH 9443
 set -euo pipefail
 
 DOMAIN=${LAB_DOMAIN:-lab.test}
@@ -34,7 +43,10 @@ P_IMAP_NOSTARTTLS=${LAB_PORT_IMAP_NOSTARTTLS:-1143}
 P_IMAP_BADCERT=${LAB_PORT_IMAP_BADCERT:-1993}
 P_LMTP=${LAB_PORT_LMTP:-24}
 P_SASL=${LAB_PORT_SASL:-12345}
+P_OAUTH=${LAB_PORT_OAUTH:-9443}
 CERTS=/lab/certs
+OAUTH=/lab/oauth
+OAUTH_KEY=default/HS256/default   # <azp>/<alg>/<kid>: what Dovecot 2.3 looks the key up as
 SIEVE=/etc/dovecot/sieve/lab-junk.sieve
 
 if [ -z "${LAB_LISTEN:-}" ]; then
@@ -50,10 +62,41 @@ listen=${listen// /, }
 for f in server.pem server.key rogue.pem rogue.key; do
     [ -r "$CERTS/$f" ] || { echo "entrypoint: $CERTS/$f missing (run: python -m lab.docker certs)" >&2; exit 1; }
 done
-[ -r /lab/users ] || { echo "entrypoint: /lab/users missing (run: python -m lab.docker certs)" >&2; exit 1; }
+for f in /lab/users "$OAUTH/keys/$OAUTH_KEY" "$OAUTH/clients.json" "$OAUTH/oauth.py"; do
+    [ -r "$f" ] || { echo "entrypoint: $f missing (run: python -m lab.docker certs)" >&2; exit 1; }
+done
 
 conf=/etc/dovecot/lab
 mkdir -p "$conf"
+
+# The auth process runs as dovecot and reads the key through an fs dict: its own copy.
+keys=/etc/dovecot/oauth-keys
+rm -rf "$keys"
+install -d -o root -g dovecot -m 0750 "$keys" "$keys/${OAUTH_KEY%/*}" "$keys/${OAUTH_KEY%%/*}"
+install -o root -g dovecot -m 0640 "$OAUTH/keys/$OAUTH_KEY" "$keys/$OAUTH_KEY"
+
+# Local validation of the lab's JWTs (HS256, kid "default", no azp).  Dovecot looks the
+# key up as shared/<azp or "default">/<alg>/<kid> in the dict: the file
+# ${keys}/${OAUTH_KEY} (base64).  It checks typ JWT, exp/nbf/iat, iss (issuers), the
+# scope claim (scope), the signature, and sub (username_attribute) against the login
+# name after username_format (%Lu).  The aud claim: Debian's 2.3.19.1 (+deb12u7, fixes
+# backported from 2.4.5) has the passdb setting "audience" and no longer falls back to
+# aud for a token without scope; an upstream 2.3.19 has neither and ignores aud.
+audience=""
+if grep -qaF "Token audience does not include" /usr/lib/dovecot/auth; then
+    audience="audience = mail"
+fi
+cat > "$conf/oauth2.conf.ext" <<OAUTH2
+# Written by entrypoint.sh at container start; edits are lost.
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix=${keys}/
+username_attribute = sub
+scope = mail
+issuers = mailops-lab
+${audience:-# (this Dovecot has no audience setting: aud is not checked)}
+# In the JSON error challenge (RFC 7628 3.2.2): the token endpoint's discovery document.
+openid_configuration_url = https://127.0.0.1:${P_OAUTH}/.well-known/openid-configuration
+OAUTH2
 
 cat > "$conf/common.conf" <<COMMON
 # Written by entrypoint.sh at container start; edits are lost.
@@ -63,13 +106,21 @@ log_path = /dev/stderr
 login_greeting = Dovecot (mailops lab) ready.
 disable_plaintext_auth = no
 # APOP and CRAM-MD5 need the password itself: passwd-file with {PLAIN}.
-auth_mechanisms = plain login cram-md5 apop
+auth_mechanisms = plain login cram-md5 apop xoauth2 oauthbearer
 auth_username_format = %Ln
 auth_failure_delay = 0
 auth_verbose = yes
+# Passwords for the password mechanisms ("none": lookups without one), bearer
+# tokens for the OAuth ones: neither passdb is tried for the other's mechanisms.
 passdb {
   driver = passwd-file
   args = scheme=PLAIN /lab/users
+  mechanisms = plain login cram-md5 apop none
+}
+passdb {
+  driver = oauth2
+  args = ${conf}/oauth2.conf.ext
+  mechanisms = xoauth2 oauthbearer
 }
 userdb {
   driver = static
@@ -226,12 +277,30 @@ mkdir -p /var/lib/dovecot-nostls /var/lib/dovecot-badcert
 sievec -c "$conf/main.conf" "$SIEVE"
 echo "entrypoint: dovecot for ${DOMAIN} on ${listen}: pop3 ${P_POP3} pop3s ${P_POP3S}" \
      "pop3_nostls ${P_POP3_NOSTLS} pop3_badcert ${P_POP3_BADCERT} imap ${P_IMAP} imaps ${P_IMAPS}" \
-     "imap_nostarttls ${P_IMAP_NOSTARTTLS} imap_badcert ${P_IMAP_BADCERT} lmtp ${P_LMTP} sasl ${P_SASL}"
+     "imap_nostarttls ${P_IMAP_NOSTARTTLS} imap_badcert ${P_IMAP_BADCERT} lmtp ${P_LMTP} sasl ${P_SASL}" \
+     "oauth https ${P_OAUTH}"
 
-# Run the three masters; stop all when one ends or on SIGTERM/SIGINT.
+# The token endpoint's own copies of what it reads (the originals are root's, 0600).
+run=/run/lab-oauth
+rm -rf "$run"
+install -d -o labtoken -g labtoken -m 0700 "$run"
+install -o labtoken -g labtoken -m 0600 "$OAUTH/keys/$OAUTH_KEY" "$run/key"
+install -o labtoken -g labtoken -m 0600 "$OAUTH/clients.json" "$run/clients.json"
+install -o labtoken -g labtoken -m 0600 "$CERTS/server.key" "$run/server.key"
+install -o labtoken -g labtoken -m 0644 "$CERTS/server.pem" "$run/server.pem"
+
+# Run the three masters and the token endpoint (one per listen address); stop all
+# when one ends or on SIGTERM/SIGINT.
 pids=()
 for name in nostls badcert main; do
     dovecot -F -c "$conf/$name.conf" &
+    pids+=($!)
+done
+for addr in "${addrs[@]}"; do
+    PYTHONDONTWRITEBYTECODE=1 setpriv --reuid=labtoken --regid=labtoken --init-groups \
+        python3 -I "$OAUTH/oauth.py" serve --key-file "$run/key" \
+        --clients-file "$run/clients.json" --host "$addr" --port "$P_OAUTH" \
+        --tls-cert "$run/server.pem" --tls-key "$run/server.key" &
     pids+=($!)
 done
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; }

@@ -13,7 +13,8 @@
 #   LAB_PORT_SMTP_BADCERT      4465  implicit TLS, certificate from a rogue CA
 #   LAB_PORT_SMTP_OPENRELAY    2526  relays for loopback clients without AUTH (negative case)
 #   LAB_PORT_LMTP              24    Dovecot LMTP (delivery target)
-#   LAB_PORT_SASL              12345 Dovecot auth (SMTP AUTH)
+#   LAB_PORT_SASL              12345 Dovecot auth (SMTP AUTH: PLAIN, LOGIN, CRAM-MD5, XOAUTH2,
+#                                    OAUTHBEARER; whatever Dovecot offers)
 #   LAB_OUTSIDE_ADDRESS        127.0.0.2  not used here: outside.test and bounce.test are
 #   LAB_PORT_OUTSIDE_SMTP      25         reached by their MX (the resolver) on this port
 #   LAB_RESOLVER               127.0.0.53 the lab's resolver: this container's only one
@@ -68,7 +69,7 @@ for f in /lab/users "/lab/dkim/$DOMAIN.key" "/lab/dkim/$BADDKIM_DOMAIN.key"; do
 done
 
 # The syslog socket OpenDKIM, OpenDMARC and policyd-spf log to, copied to our stdout.
-/usr/local/bin/lab-syslog &
+python3 /usr/local/bin/lab-syslog &
 for _i in $(seq 50); do [ -S /dev/log ] && break; sleep 0.1; done
 
 # Every lookup of this container (Postfix's MX lookups, policyd-spf, OpenDMARC) goes to the
@@ -269,6 +270,12 @@ smtpd_sasl_auth_enable = yes
 smtpd_tls_auth_only = yes
 smtpd_sasl_security_options = noanonymous
 smtpd_sasl_tls_security_options = noanonymous
+# SASL through Dovecot includes XOAUTH2 and OAUTHBEARER (bearer tokens).  smtpd reads
+# the AUTH command line, initial response included, with line_length_limit (default
+# 2048: a longer line is chopped and Dovecot sees broken base64), and the answer to a
+# challenge with smtpd_sasl_response_limit (default 12288).  A 3 KB token is a 4.3 KB
+# initial response: allow the same 12288 on the command line.
+line_length_limit = 12288
 MAIN
 
 cat > /etc/postfix/master.cf <<MASTER

@@ -134,6 +134,7 @@ fi
 # bounce.test goes to the error transport after the mail is accepted.  smtpd refuses a
 # recipient whose transport is "error" at RCPT, unless the address matches a canonical or
 # virtual alias map: an identity canonical map (envelope only) lets every one in.
+# shellcheck disable=SC2016  # ${1} is the map's own back-reference, written as it is
 printf '/^(.+@%s)$/\t${1}\n' "${BOUNCE_DOMAIN//./\\.}" > /etc/postfix/outside-bounce-accept
 cat > /etc/postfix/outside-transport <<TRANSPORT
 ${BOUNCE_DOMAIN}	error:5.1.1 user unknown in the lab's bounce domain
