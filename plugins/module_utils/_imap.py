@@ -636,12 +636,14 @@ class ImapMailbox:
         return special or [name for name in JUNK_NAMES if name in usable]
 
     def criteria(self, folder, sort):
-        """The search for sort: our token among the messages since the first look (in the body
-        too when sort looks for bounces, which quote our headers), or (for stale leftovers)
-        every message with the token header."""
+        """The search for sort: our token among the messages since the first look (and, when
+        sort looks for bounces, what looks like one: a report, or mail from the mailer daemon or
+        postmaster; sort reads those whole), or (for stale leftovers) every message with the
+        token header. Servers without full-text search do not search a bounce's returned headers
+        (BODY), so bounces are found by their own headers."""
         header = 'HEADER %s %s' % (sort.header, quoted(sort.token or ''))
         if sort.token and sort.bounces:
-            header = 'OR %s BODY %s' % (header, quoted(sort.token))
+            header = 'OR %s OR HEADER Content-Type "multipart/report" OR FROM "mailer-daemon" FROM "postmaster"' % header
         start = self.uid_from.get(folder)
         return 'UID %d:* %s' % (start, header) if sort.token and start else header
 
