@@ -224,8 +224,8 @@ options:
       - Watch the receiving mailbox (and the sender's, O(sender_host)) for a bounce of the test mail while waiting, and
         fail at once at stage C(bounced) when one comes (see O(sender_protocol)). Messages that look like bounces
         (a C(multipart/report), a MAILER-DAEMON or postmaster sender, an empty Return-Path) are read up to their first
-        256 KiB (POP3 C(TOP n 400)) to tell whether they are about the test mail; over IMAP the search also looks for
-        the token in message bodies.
+        256 KiB (POP3 C(TOP n 400)) to tell whether they are about the test mail; over IMAP the search also finds
+        new messages with a C(multipart/report) Content-Type or from a mailer daemon or postmaster.
       - V(false) waits for the test mail alone, as far as O(max_trip_time).
     type: bool
     default: true
