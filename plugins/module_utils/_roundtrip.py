@@ -174,17 +174,19 @@ def poll_delays(interval, first=FIRST_CHECK_DELAY, growth=CHECK_GROWTH):
 
 def ticks(receiver, deadline, interval, immediately=False):
     """Wait through the adaptive schedule (receiver.wait: a sleep, or IMAP IDLE), yielding at
-    each check, while the deadline allows. A wait the server ends early with news of new mail
-    starts the schedule again from the first delay."""
+    each check, up to the deadline: a wait that would pass it is cut short, so the last check
+    comes at the deadline (not a whole wait before it). A wait the server ends early with news of
+    new mail starts the schedule again from the first delay."""
     if immediately:
         yield
     schedule = (interval, getattr(receiver, 'first_check_delay', FIRST_CHECK_DELAY),
                 getattr(receiver, 'check_growth', CHECK_GROWTH))
     delays = poll_delays(*schedule)
     for delay in delays:
-        if time.monotonic() + delay > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return
-        if receiver.wait(delay):
+        if receiver.wait(min(delay, left)):
             delays = poll_delays(*schedule)
         yield
 

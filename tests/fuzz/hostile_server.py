@@ -1063,7 +1063,9 @@ class _ImapConversation:
         if 'token' in self.shared:
             self.shared['imap searches'] = self.shared.get('imap searches', 0) + 1
         visible = self.visible(self.selected)
-        start, header, i = None, None, 0
+        # UID n:* and HEADER criteria; several HEADER criteria (under OR: the probe's bounce
+        # search) match when any does, and FROM criteria are read as matching nothing.
+        start, headers, i = None, [], 0
         while i < len(args):
             key = args[i].upper()
             if key == b'UID' and i + 1 < len(args):
@@ -1071,12 +1073,12 @@ class _ImapConversation:
                 start = ranges[0][0]
                 i += 2
             elif key == b'HEADER' and i + 2 < len(args):
-                header = (args[i + 1], args[i + 2])
+                headers.append((args[i + 1], args[i + 2]))
                 i += 3
             else:
                 i += 1
         found = [m for m in visible
-                 if (start is None or m.uid >= start) and (header is None or self.matches(m, *header))]
+                 if (start is None or m.uid >= start) and (not headers or any(self.matches(m, *h) for h in headers))]
         search = self.persona.search
         if search == 'all':
             found = visible
