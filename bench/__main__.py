@@ -2,7 +2,7 @@
 
 Runs the benchmarks against the Docker lab (brought up if it is down; never taken down), writes
 bench/results/<part>.json after each part, then bench/results/summary.md and bench/results/bench.png.
-Parts: overhead, lag, throughput, bigmailbox, imapload, gate. The part gate starts the embedded lab
+Parts: overhead, lag, throughput, bigmailbox, imapload, gate, bounce. The part gate starts the embedded lab
 itself: run alone (--only gate) it needs neither the Docker lab nor root. See bench/README.md.
 """
 
@@ -13,19 +13,21 @@ import os
 import sys
 import time
 
-from bench import bigmailbox, gate, imapload, lag, overhead, report, throughput
+from bench import bigmailbox, bounce, gate, imapload, lag, overhead, report, throughput
 from bench.common import ROOT, SHARED, TMP, environment, lab_up, results_dir, say, write_json
 
-PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload', 'gate')
+PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload', 'gate', 'bounce')
 EMBEDDED = ('gate',)   # parts that bring their own (embedded) lab
 
 FULL = dict(overhead=dict(runs=60, wall_runs=10), lag=dict(trips=50),
             throughput=dict(core_seconds=30, loop_per_host=6, batch_rounds=20),
-            bigmailbox=dict(messages=10000, trips=30), imapload=dict(trips=10), gate=dict(reps=3))
+            bigmailbox=dict(messages=10000, trips=30), imapload=dict(trips=10), gate=dict(reps=3),
+            bounce=dict(rounds=20, waiting_rounds=3))
 QUICK = dict(overhead=dict(runs=5, wall_runs=2), lag=dict(trips=4),
              throughput=dict(core_seconds=4, loop_per_host=1, batch_rounds=2),
              bigmailbox=dict(messages=500, trips=2), imapload=dict(trips=1),
-             gate=dict(reps=1, fast_sizes=(3, 24), slow_sizes=(3,), slow_parallel_only=()))
+             gate=dict(reps=1, fast_sizes=(3, 24), slow_sizes=(3,), slow_parallel_only=()),
+             bounce=dict(rounds=2, waiting_rounds=1))
 
 
 def preflight(lab):
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     steps = len(parts)
     modules = dict(overhead=overhead, lag=lag, throughput=throughput, bigmailbox=bigmailbox, imapload=imapload,
-                   gate=gate)
+                   gate=gate, bounce=bounce)
     for step, part in enumerate(parts, 1):
         t = time.monotonic()
         env = environment(None if part in EMBEDDED else lab)

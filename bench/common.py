@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import poplib
+import re
 import resource
 import ssl
 import subprocess
@@ -25,6 +26,8 @@ PYTHON = sys.executable
 # Accounts this benchmark may use (rt01..rt05, alice and bob belong to the lab tests).
 BENCH_ACCOUNTS = ['rt%02d' % n for n in range(6, 21)]
 SHARED = 'shared'
+# A delivery report (bounce): its Content-Type header, in a lower-cased header block.
+_REPORT = re.compile(rb'^content-type:[ \t]*multipart/report', re.MULTILINE)
 
 
 # -- the core under its collection name ---------------------------------------------------
@@ -110,8 +113,10 @@ class Lab:
             p.quit()
 
     def clean_probe_mail(self, user: str) -> tuple[int, int]:
-        """Delete what earlier (aborted) runs left: mails carrying X-Mailops-Roundtrip and the
-        large-mailbox filler (Subject 'bench filler'). Returns (deleted, other mails kept)."""
+        """Delete what earlier (aborted) runs left: mails carrying X-Mailops-Roundtrip, the
+        large-mailbox filler (Subject 'bench filler') and bounces of probe mails (a
+        multipart/report whose body carries X-Mailops-Roundtrip: the returned headers; only such
+        reports are read whole, with RETR). Returns (deleted, other mails kept)."""
         ctx = ssl.create_default_context(cafile=self.ca_path)
         p = poplib.POP3_SSL(self.host, self.ports['pop3s'], context=ctx, timeout=120)
         deleted = kept = 0
@@ -121,7 +126,10 @@ class Lab:
             count = p.stat()[0]
             for n in range(1, count + 1):
                 head = b'\n'.join(p.top(n, 0)[1]).lower()
-                if b'x-mailops-roundtrip:' in head or b'subject: bench filler' in head:
+                probe = b'x-mailops-roundtrip:' in head or b'subject: bench filler' in head
+                if not probe and _REPORT.search(head):
+                    probe = b'\nx-mailops-roundtrip:' in b'\n'.join(p.retr(n)[1]).lower()
+                if probe:
                     p.dele(n)
                     deleted += 1
                 else:

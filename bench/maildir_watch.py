@@ -9,7 +9,13 @@ appears (IN_MOVED_TO: Dovecot writes into tmp/ and renames into new/; IN_CREATE 
 prints one line:
 
     {"dir": ..., "name": ..., "event_ns": <time.time_ns() when the event was read>,
-     "ctime_ns": <the file's ctime: the kernel's timestamp of the rename>, "token": <X-Mailops-Roundtrip or null>}
+     "ctime_ns": <the file's ctime: the kernel's timestamp of the rename>, "token": <X-Mailops-Roundtrip or null>,
+     "moved": <read from cur/>, "token_in_body": <the token came from the body>}
+
+The token is read from the header block; when the header block carries none, from the first
+64 KiB of the body: a bounce (DSN, multipart/report) returns the probe's headers, with their
+`X-Mailops-Roundtrip: <token>` line, in its text/rfc822-headers (or message/rfc822) part, so
+a DSN is reported under the token of the mail it is about, with token_in_body true.
 
 The landing moment lies between ctime_ns (the kernel stamps it at the rename, with the coarse
 clock: at most one tick, 4 ms at HZ=250, early) and event_ns (read by this process: late by its
@@ -45,7 +51,7 @@ def _libc():
 
 
 def read_token(path):
-    """(ctime_ns, token, moved) of a mail file. When it is already gone from new/ (an IMAP
+    """(ctime_ns, token, moved, token_in_body) of a mail file. When it is already gone from new/ (an IMAP
     session that has the folder selected moves new mail into cur/ as it syncs), the token is read
     from cur/<name>:2,<flags>, but that rename stamped a later ctime: ctime_ns is None then."""
     try:
@@ -65,10 +71,15 @@ def read_token(path):
         except OSError:
             pass
         if head is None:
-            return None, None, True
-    head = head.split(b'\r\n\r\n', 1)[0].split(b'\n\n', 1)[0]
-    match = _TOKEN.search(head.replace(b'\r\n', b'\n'))
-    return ctime_ns, match.group(1).decode('ascii') if match else None, moved
+            return None, None, True, False
+    text = head.replace(b'\r\n', b'\n')
+    match = _TOKEN.search(text.split(b'\n\n', 1)[0])
+    in_body = False
+    if match is None:
+        # A DSN about the probe's mail: the token is in the returned headers (body part).
+        match = _TOKEN.search(text)
+        in_body = match is not None
+    return ctime_ns, match.group(1).decode('ascii') if match else None, moved, in_body
 
 
 def watch(dirs, out=sys.stdout):
@@ -107,9 +118,9 @@ def watch(dirs, out=sys.stdout):
                 d = wds.get(wd)
                 if d is None or not name:
                     continue
-                ctime_ns, token, moved = read_token(os.path.join(d, name))
+                ctime_ns, token, moved, in_body = read_token(os.path.join(d, name))
                 out.write(json.dumps({'dir': d, 'name': name, 'event_ns': event_ns, 'ctime_ns': ctime_ns,
-                                      'token': token, 'moved': moved}) + '\n')
+                                      'token': token, 'moved': moved, 'token_in_body': in_body}) + '\n')
             out.flush()
 
 

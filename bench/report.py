@@ -8,7 +8,7 @@ import textwrap
 
 from bench.common import results_dir
 
-PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload', 'gate')
+PARTS = ('overhead', 'lag', 'throughput', 'bigmailbox', 'imapload', 'gate', 'bounce')
 # Arm names of lag.json before the IMAP arms (POP3 only).
 _OLD_LAG_ARMS = {'ours': 'pop3 adaptive', 'fixed 1 s': 'pop3 fixed 1 s'}
 _OLD_LAG_GOALS = {'pop3 adaptive': {'median_ms': 50, 'p95_ms': 200}}
@@ -135,6 +135,22 @@ def headline(res: dict) -> list[tuple[str, str, str, str]]:
                              '%.2f vs %.2f s = %.2fx; the former loop: %s' % (
                                  top, three, top / three, _gate_loop_note(gt, speed)),
                              '<= %gx' % goal, _met(top / three <= goal and not gt['failed'])))
+    bo = res.get('bounce')
+    if bo:
+        waiting = [e for e in bo['arms'].values() if not e['watch_bounces']]
+        w = waiting[0] if waiting else None
+        note = ('; waiting out max_trip_time %d s (watch_bounces=false): %s ms, %d/%d at stage timeout' % (
+            w['max_trip_time_s'], _f(w['to_verdict_ms'].get('median')), w['stages'].get('timeout', 0), w['trips'])
+            if w and w['trips'] else '')
+        for arm, e in bo['arms'].items():
+            a = e['verdict_after_dsn_ms']
+            if not e['watch_bounces'] or not a.get('n'):
+                continue
+            rows.append(('Verdict after the bounce (DSN) landed, %s (median / max of %d; stage bounced in %d/%d)'
+                         % (arm, a['n'], e['stages'].get('bounced', 0), e['trips']),
+                         '%s / %s ms; accepted -> verdict %s ms%s' % (
+                             _f(a['median']), _f(a['max']), _f(e['to_verdict_ms'].get('median')), note),
+                         '<= {:,} ms (every trip), vs max_trip_time'.format(bo['goal_ms']), _met(e['goal_met'])))
     return rows
 
 
@@ -315,6 +331,43 @@ def markdown(res: dict) -> str:
                         key.split('/', maxsplit=1)[0], _GATE_SPEED[speed], _f(arms.get('parallel', {}).get(key), 2),
                         _f(arms.get('loop', {}).get(key), 2)))
         lines += ['', 'Goal: 24 checks within %gx the wall time of 3 (the role).' % gt['goal_ratio_24_over_3'], '']
+
+    bo = res.get('bounce')
+    if bo:
+        rows = bo['rows']
+        after = bo['after']
+        lines += ['## 7. Bounce fast-fail', '',
+                  '%d rounds, arms interleaved in a shuffled order per round (the waiting arm in %d of them: each costs '
+                  'max_trip_time), account %s, mail_to `%s`: the outside MTA accepts the mail and bounces it with a '
+                  '5.1.1 DSN to the envelope sender, whose INBOX the probe reads. Accepted = the probe\'s SMTP session '
+                  'done; verdict = mail_roundtrip raised its failure (connection closed); DSN landed = the ctime of '
+                  'the DSN file in Maildir/new (inotify watcher; token read from the DSN body in %d of %d trips; '
+                  'watcher read - ctime median %s ms); core found = the core\'s `bounce.arrived_ms`. Medians in ms '
+                  'unless said. Afterwards: %s Maildir files, %s POP3 messages, %s queued.' % (
+                      bo['rounds'], bo['waiting_rounds'], bo['account'], bo['mail_to'],
+                      sum(1 for r in rows if r.get('token_in_body')), len(rows),
+                      _f(bo['precision']['ctime_to_watcher_read_ms'].get('median'), 3), after['maildir_files'],
+                      after['pop3_messages'], after['queued']), '',
+                  '| arm | path | watch_bounces, max_trip_time | trips | stages | accepted -> verdict median / max | '
+                  'accepted -> DSN landed | verdict after the DSN landed median / max | goal | DSN landed -> core found '
+                  '| of which waiting for the next check | and the check that found it | core found -> verdict | '
+                  'checks after sending |',
+                  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+        for arm, e in bo['arms'].items():
+            v, a = e['to_verdict_ms'], e['verdict_after_dsn_ms']
+            lines.append('| %s | %s | %s, %d s | %d | %s | %s / %s | %s | %s / %s | %s | %s | %s | %s | %s | %s |' % (
+                arm, e['path'], 'true' if e['watch_bounces'] else 'false', e['max_trip_time_s'], e['trips'],
+                ', '.join('%s %d' % kv for kv in sorted(e['stages'].items())), _f(v.get('median')), _f(v.get('max')),
+                _f(e['dsn_landed_ms'].get('median')), _f(a.get('median')), _f(a.get('max')),
+                ('<= {:,}: {}'.format(bo['goal_ms'], _met(e['goal_met'])) if 'goal_met' in e
+                 else 'stage timeout after max_trip_time'),
+                _f(e['found_after_landing_ms'].get('median')), _f(e.get('wait_ms', {}).get('median')),
+                _f(e.get('finding_visit_ms', {}).get('median')), _f(e['closing_ms'].get('median')),
+                _n(e['attempts'].get('median'))))
+        if bo.get('waiting_over_fast'):
+            lines += ['', 'Waiting out max_trip_time / fast-fail (median time to verdict): %s.' % ', '.join(
+                '%s %.0fx' % kv for kv in bo['waiting_over_fast'].items())]
+        lines.append('')
     return '\n'.join(lines)
 
 
@@ -323,7 +376,7 @@ def plot(res: dict, path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(21, 10))
+    fig, axes = plt.subplots(3, 3, figsize=(21, 15))
     ax = axes[0][0]
     ov = res.get('overhead')
     if ov:
@@ -452,10 +505,44 @@ def plot(res: dict, path) -> None:
         ax.legend(fontsize=7, loc='upper left')
     else:
         ax.axis('off')
+    _plot_bounce(axes[2][0], res.get('bounce'))
+    axes[2][1].axis('off')
+    axes[2][2].axis('off')
     fig.suptitle('mailops.health benchmarks against the Docker lab (Postfix + Dovecot; part 6: the embedded lab)')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_bounce(ax, bo) -> None:
+    if not bo:
+        ax.axis('off')
+        return
+    import random
+    arms = [a for a, e in bo['arms'].items() if e['verdict_after_dsn_ms'].get('n')]
+    data = [[r['verdict_after_dsn_ms'] for r in bo['rows'] if r['arm'] == a and r.get('ok')
+             and r.get('verdict_after_dsn_ms') is not None] for a in arms]
+    ax.boxplot(data, whis=(0, 100), showfliers=False)
+    jitter = random.Random(7)
+    for i, (arm, values) in enumerate(zip(arms, data), 1):
+        e = bo['arms'][arm]
+        ax.scatter([i + jitter.uniform(-0.12, 0.12) for _v in values], values, s=10, alpha=0.6,
+                   color='#1f77b4' if e['watch_bounces'] else '#ff7f0e', zorder=3)
+        ax.annotate('median %s ms\n(accepted -> verdict %s ms;\nDSN landed after %s ms)' % (
+            _f(e['verdict_after_dsn_ms']['median']), _f(e['to_verdict_ms'].get('median')),
+            _f(e['dsn_landed_ms'].get('median'))), (i, max(values)), textcoords='offset points', xytext=(0, 8),
+            ha='center', fontsize=7)
+    ax.axhline(bo['goal_ms'], color='green', linestyle='--', linewidth=1,
+               label='goal: verdict <= {:,} ms after the DSN landed'.format(bo['goal_ms']))
+    ax.set_yscale('log')
+    low = min(min(v) for v in data if v) if any(data) else 1
+    ax.set_ylim(max(0.5, low / 2), max(max(v) for v in data if v) * 4 if any(data) else 10)
+    ax.set_xticks(range(1, len(arms) + 1))
+    ax.set_xticklabels(['%s\nmax_trip_time %d s' % (textwrap.fill(a, 22, break_long_words=False),
+                                                     bo['arms'][a]['max_trip_time_s']) for a in arms], fontsize=8)
+    ax.set_ylabel('verdict - DSN landed in Maildir, ms (log)')
+    ax.set_title('7. Bounce fast-fail (%d rounds; waiting arm %d)' % (bo['rounds'], bo['waiting_rounds']))
+    ax.legend(fontsize=8, loc='lower right')
 
 
 def write() -> tuple:
