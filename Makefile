@@ -265,7 +265,7 @@ demo: venv collection
 MATRIX_DIR := $(BUILD_DIR)/matrix
 INTEGRATION_ARGS ?=
 integration: venv collection lab-running
-	@echo "==> integration: ansible-test integration, the expectation matrix against the Docker lab (about 4.5 min)"
+	@echo "==> integration: ansible-test integration, the expectation matrix against the Docker lab (about 1.5 min)"
 	@mkdir -p "$(MATRIX_DIR)"
 	@"$(BIN)/python" -m lab.docker describe --json \
 	  | "$(BIN)/python" tests/tools/integration_config.py "$(abspath $(MATRIX_DIR))" \

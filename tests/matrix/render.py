@@ -5,9 +5,11 @@
 The table is tests/integration/targets/mail_matrix/vars/matrix.yml (the one the targets run); the
 results are the <section>.json files the mail_matrix role writes (`make integration` puts them in
 build/matrix). A section of the table is one module's grid, named after the module, or another
-grid of a module's (mail_roundtrip_imap: the round trip reading the mailbox over IMAP). Every cell
-of the table appears in the page with what was observed for it; a cell whose observation differs
-from the table, or that was not run, is marked loudly, and so is the summary at the top.
+grid of a module's (mail_roundtrip_imap: the round trip reading the mailbox over IMAP;
+smtp_check_expect; mail_roundtrip_paths) or of several modules' (connection_options, oauth: each
+cell names its module). Every cell of the table appears in the page with what was observed for it;
+a cell whose observation differs from the table, or that was not run, is marked loudly, and so is
+the summary at the top.
 
 `make matrix-check` (in make test) renders into build/ and, with --compare, fails when the committed
 docs/matrix.md does not show what the render shows, leaving aside what changes from run to run
@@ -30,10 +32,17 @@ TABLE = ROOT / 'tests' / 'integration' / 'targets' / 'mail_matrix' / 'vars' / 'm
 RESULTS = ROOT / 'build' / 'matrix'
 OUTPUT = ROOT / 'build' / 'matrix.md'
 DOCS = ROOT / 'docs' / 'matrix.md'
-SECTIONS = ('smtp_check', 'pop3_check', 'imap_check', 'mail_roundtrip', 'mail_roundtrip_imap')
-# Keys of a cell that are not the module's settings: what it must give.
-EXPECT_MORE = ('expect_auth', 'expect_status', 'expect_folder')
-NOT_SETTINGS = ('expect', 'note') + EXPECT_MORE
+SECTIONS = ('smtp_check', 'pop3_check', 'imap_check', 'mail_roundtrip', 'mail_roundtrip_imap', 'smtp_check_expect',
+            'connection_options', 'mail_roundtrip_paths', 'oauth')
+# The integration targets that run the sections (tests/integration/targets).
+TARGETS = ('smtp_check_matrix', 'pop3_check_matrix', 'imap_check_matrix', 'mail_roundtrip_matrix', 'connection_options_matrix',
+           'oauth_matrix')
+# Keys of a cell that are not the module's settings: what it must give. EXPECT_MORE is asked of a
+# success only; EXPECT_ANY of any outcome that has those facts (smtp_check's expectation, the round
+# trip's verdicts and bounce, the words of a failure).
+EXPECT_MORE = ('expect_auth', 'expect_status', 'expect_folder', 'expect_tls', 'expect_min_hops')
+EXPECT_ANY = ('expect_code', 'expect_verdicts', 'expect_bounce', 'expect_msg')
+NOT_SETTINGS = ('expect', 'note', 'case', 'module') + EXPECT_MORE + EXPECT_ANY
 
 
 def table_digest(path):
@@ -61,7 +70,9 @@ def cell_key(cell):
 
 
 def value_text(value):
-    """A cell value as the YAML table writes it."""
+    """A cell value as the YAML table writes it (a mapping as key=value pairs)."""
+    if isinstance(value, dict):
+        return ', '.join('%s=%s' % (key, value_text(item)) for key, item in value.items())
     return json.dumps(value) if isinstance(value, (bool, list)) or value is None else str(value)
 
 
@@ -88,8 +99,10 @@ def short_text(outcome):
 
 
 def more_text(cell):
-    """What a cell asks of a success besides `expect` (expect_auth, ...), e.g. 'status warning'."""
-    return ', '.join('%s %s' % (key[len('expect_'):], cell[key]) for key in EXPECT_MORE if key in cell)
+    """What a cell asks besides `expect` (expect_auth, expect_code, ...), e.g. 'status warning' or
+    'verdicts spf=pass, dkim=pass, dmarc=pass'."""
+    return '; '.join('%s %s' % (key[len('expect_'):], value_text(cell[key])) for key in EXPECT_MORE + EXPECT_ANY
+                     if key in cell)
 
 
 class Section:
@@ -140,7 +153,7 @@ class Section:
         refs = self.notes_of(cell)
         sup = '<sup>%s</sup>' % ','.join(str(n) for n in refs) if refs else ''
         show = short_text if compact else outcome_text
-        if not compact and more_text(cell):
+        if more_text(cell):
             sup = ' (%s)%s' % (more_text(cell), sup)
         if entry is None:
             return '**NOT RUN** (expected %s)%s' % (show(cell['expect']), sup)
@@ -191,6 +204,7 @@ class Section:
     def details(self):
         """Every cell with the check name, what the module said and its time."""
         lines = ['| check | expected | observed | time ms | TLS | detail |', '|---|---|---|---|---|---|']
+        # detail: what the role reported, then the facts the cell's extra expectations looked at
         for cell in self.cells + self.extra:
             entry = self.entry(cell) or {}
             observed = entry.get('observed')
@@ -198,7 +212,7 @@ class Section:
             lines.append('| %s | %s | %s%s | %s | %s | %s |' % (
                 entry.get('name', '(not run) ' + self.settings(dict((k, v) for k, v in cell.items() if k not in self.rows))),
                 cell['expect'], observed or 'not run', flag, entry.get('time_ms', ''), entry.get('tls', ''),
-                str(entry.get('detail', '')).replace('|', '\\|')))
+                ' — '.join(str(part) for part in (entry.get('detail'), entry.get('facts')) if part).replace('|', '\\|')))
         return lines
 
 
@@ -219,10 +233,10 @@ def render(table, results, table_path=TABLE):
            ' of `make integration`. Do not edit: change the table, run the integration targets, regenerate. -->'
            % (shown_path, table_digest(table_path)), '',
            'Every cell of the expectation table (`%s`) run through Ansible against the Docker lab (Postfix + Dovecot) by'
-           ' the integration targets `smtp_check_matrix`, `pop3_check_matrix`, `imap_check_matrix` and'
-           ' `mail_roundtrip_matrix`, with the'
+           ' the integration targets %s and `%s`, with the'
            ' outcome that was **observed**. Expectations were written from the documentation of each `tls_mode` and'
-           ' the lab configuration before the cells were run.' % shown_path, '']
+           ' option and the lab configuration before the cells were run.'
+           % (shown_path, ', '.join('`%s`' % t for t in TARGETS[:-1]), TARGETS[-1]), '']
     if totals['mismatch'] or totals['not run']:
         wrong = totals['mismatch'] + totals['not run']
         out += ['> [!CAUTION]',
@@ -240,7 +254,9 @@ def render(table, results, table_path=TABLE):
             '**%d**' % counts['mismatch'] if counts['mismatch'] else '0',
             '**%d**' % counts['not run'] if counts['not run'] else '0', when, run.get('seconds', '—')))
     out += ['', 'Legend: `ok` succeeded with TLS as asked (plaintext for `tls_mode=none`); `ok ⚠` succeeded without TLS'
-            ' and warned "continued without TLS"; `✗ stage` failed at that stage; numbers are the notes at the end.', '']
+            ' and warned "continued without TLS"; `✗ stage` failed at that stage; in parentheses what else the cell'
+            ' checked (the login mechanism, status word, TLS version, reply code of an expectation, hops, verdicts,'
+            ' bounce, words of the failure); numbers are the notes at the end.', '']
     mismatches = [(m, c) for m in sections for c in m.cells + m.extra if m.status(c) == 'mismatch']
     if mismatches:
         out += ['## ❌ Mismatches', '']
@@ -272,8 +288,8 @@ def render(table, results, table_path=TABLE):
 
 def table_lines(text):
     """The lines of a page that the table and this renderer decide once every cell is observed as
-    expected: all but the summary rows (run dates, durations), the mail counts and the per-cell
-    details, and blank lines."""
+    expected: all but the run dates and durations of the summary rows, the mail counts and the
+    per-cell details, and blank lines."""
     lines = text.splitlines()
     first_section = next((i for i, line in enumerate(lines) if line.startswith('## ')), len(lines))
     kept, in_details = [], False
@@ -282,8 +298,9 @@ def table_lines(text):
             in_details = True
         elif line.startswith('</details>'):
             in_details = False
-        elif not (in_details or not line.strip() or line.startswith('Mails sent by')
-                  or (number < first_section and line.startswith('| `'))):
+        elif not (in_details or not line.strip() or line.startswith('Mails sent by')):
+            if number < first_section and line.startswith('| ') and not line.startswith('| section |'):
+                line = '|'.join(line.split('|')[:6]) + '|'  # a summary row without its run date and seconds
             kept.append(line)
     return kept
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import yaml
 
 from ansible_collections.mailops.health.plugins.module_utils._probe import STAGES
 from ansible_collections.mailops.health.plugins.module_utils._session import TLS_MODES
-from lab.docker.config import PORTS, TLS_BADCERT, TLS_IMPLICIT, TLS_STARTTLS
+from lab.docker.config import (BADDKIM_DOMAIN, BOUNCE_DOMAIN, OUTSIDE_DOMAIN, PORTS, TLS_BADCERT, TLS_IMPLICIT, TLS_NONE,
+                               TLS_REQUIRED, TLS_STARTTLS)
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location('matrix_render', HERE / 'render.py')
@@ -22,7 +24,11 @@ render = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(render)
 
 TABLE = yaml.safe_load(render.TABLE.read_text())
-SMTP_ENDPOINTS = [name for name, port in PORTS.items() if port.protocol == 'smtp']
+# The lab's own SMTP ports; the open relay (a negative case for smtp_check_expect only) and the
+# outside provider's MX (not the lab's server) are not in the cross products.
+OPEN_RELAY = 'smtp_openrelay'
+SMTP_ENDPOINTS = [name for name, port in PORTS.items()
+                  if port.protocol == 'smtp' and port.address == 'lab' and name != OPEN_RELAY]
 POP3_ENDPOINTS = [name for name, port in PORTS.items() if port.protocol == 'pop3']
 IMAP_ENDPOINTS = [name for name, port in PORTS.items() if port.protocol == 'imap']
 # An SMTP endpoint "accepts mail" unless its certificate cannot be trusted.
@@ -32,6 +38,12 @@ ROUNDTRIP_IMAP = [(name, {TLS_STARTTLS: 'starttls', TLS_IMPLICIT: 'tls'}[PORTS[n
                   for name in IMAP_ENDPOINTS if PORTS[name].tls in (TLS_STARTTLS, TLS_IMPLICIT)]
 OURS = {'alice', 'bob', 'rt01', 'rt02', 'rt03', 'rt04', 'rt05'}
 CLEARTEXT_MODES = ('none', 'starttls_if_available', 'tls_if_available')
+MODULE_OF_PROTOCOL = {'smtp': 'smtp_check', 'pop3': 'pop3_check', 'imap': 'imap_check'}
+# The mode each port is made for: STARTTLS ports with starttls, implicit TLS ones with tls.
+MODE_OF_TLS = {TLS_STARTTLS: 'starttls', TLS_REQUIRED: 'starttls', TLS_IMPLICIT: 'tls', TLS_NONE: 'none'}
+OAUTH_MECHANISMS = ('xoauth2', 'oauthbearer')
+# Failures of an OAuth login: SMTP AUTH, POP3 AUTH and IMAP AUTHENTICATE.
+LOGIN_STAGE = {'smtp_check': 'auth', 'pop3_check': 'login', 'imap_check': 'login'}
 
 
 def all_cells(section):
@@ -102,6 +114,168 @@ def test_imap_extra_cells_cover_folders_auto_and_certificates():
     assert any(c.get('validate_certs') is False and c['endpoint'] == 'imap_badcert' for c in extra)
 
 
+def test_smtp_expect_cells_cover_relay_auth_without_tls_and_sender_ownership():
+    cells = TABLE['smtp_check_expect']['cells']
+    assert TABLE['smtp_check_expect']['module'] == 'smtp_check'
+    for cell in cells:
+        # a check with an expectation stops before DATA: nothing is sent, the outcome is the expectation's
+        assert cell['must'] in ('accept', 'reject') and cell['expect_stage'] in ('auth', 'mail_from', 'rcpt'), cell
+        assert not cell.get('send_mail') and cell['expect'] in ('ok', 'failed:expectation') and 'expect_code' in cell, cell
+        refused = (cell['must'] == 'reject') == (cell['expect'] == 'ok')
+        if refused and cell['expect_code'] is not None:
+            assert cell['expect_code'] >= 500, cell  # expect=reject wants a permanent refusal
+        if not refused:
+            assert cell['expect_code'] is None or cell['expect_code'] < 400, cell
+    by_case = {}
+    for cell in cells:
+        by_case.setdefault(cell['case'], []).append(cell)
+    # relaying to an outside address without AUTH: refused on port 25 (plaintext and STARTTLS), taken by the open relay
+    relay = dict(((c['endpoint'], c['tls_mode']), c) for c in by_case['relay'])
+    assert all(c['auth'] == 'none' and c['must'] == 'reject' and c['mail_to'].endswith('@' + OUTSIDE_DOMAIN) for c in relay.values())
+    assert (relay[('smtp', 'none')]['expect'], relay[('smtp', 'starttls')]['expect']) == ('ok', 'ok')
+    assert relay[(OPEN_RELAY, 'none')]['expect'] == 'failed:expectation'
+    # AUTH without TLS: not offered on 25 and 587 before STARTTLS, offered on the port without STARTTLS
+    auth = dict((c['endpoint'], c) for c in by_case['auth-without-tls'])
+    assert all(c['tls_mode'] == 'none' and c['expect_stage'] == 'auth' and c['must'] == 'reject' for c in auth.values())
+    assert [auth[name]['expect'] for name in ('smtp', 'submission', 'smtp_nostarttls')] == ['ok', 'ok', 'failed:expectation']
+    # sender ownership on every submission port: another account's address refused at RCPT, the own accepted
+    submission = sorted(name for name in SMTP_ENDPOINTS if PORTS[name].tls in (TLS_REQUIRED, TLS_IMPLICIT))
+    for case, must, sender in (('foreign-sender', 'reject', '{other_sender}@{domain}'), ('own-sender', 'accept', '{sender}@{domain}')):
+        assert sorted(c['endpoint'] for c in by_case[case]) == submission
+        assert all(c['must'] == must and c['expect'] == 'ok' and c['mail_from'] == sender and c['auth'] != 'none'
+                   and c['expect_stage'] == 'rcpt' for c in by_case[case]), case
+    assert TABLE['accounts']['other_sender'] != TABLE['accounts']['sender']
+
+
+def test_connection_options_cells_are_every_case_with_every_module():
+    cells = TABLE['connection_options']['cells']
+    cases = sorted(set(c['case'] for c in cells))
+    assert keys(cells, ('case', 'module')) == sorted(itertools.product(cases, MODULE_OF_PROTOCOL.values()))
+    options = ('tls_server_name', 'tls_min_version', 'cert_critical_days', 'cert_warning_days', 'address_family', 'source_address')
+    for cell in cells:
+        port = PORTS[cell['endpoint']]
+        # over implicit TLS on the module's own protocol, without a login
+        assert MODULE_OF_PROTOCOL[port.protocol] == cell['module'] and port.tls == TLS_IMPLICIT and cell['tls_mode'] == 'tls'
+        assert cell['auth'] == 'none' and set(options) & set(cell), cell
+    for option in options:  # every option is in the section, for every module
+        assert set(c['module'] for c in cells if option in c) == set(MODULE_OF_PROTOCOL.values()), option
+    by = dict(((c['case'], c['module']), c) for c in cells)
+    for module in MODULE_OF_PROTOCOL.values():
+        assert by[('tls-min-1.3', module)]['expect_tls'] == 'TLSv1.3'
+        assert by[('cert-critical-days', module)]['expect'] == 'failed:certificate'
+        assert by[('cert-warning-days', module)]['expect_status'] == 'warning'
+        assert by[('cert-critical-days', module)]['cert_critical_days'] > 397  # the lab certificates' lifetime
+        assert by[('wrong-server-name', module)]['expect'] == 'failed:tls'
+        assert (by[('ipv6', module)]['host'], by[('ipv6', module)]['address_family']) == ('::1', 'ipv6')
+
+
+def test_roundtrip_paths_cells_are_every_case_read_over_pop3_and_imap():
+    section = TABLE['mail_roundtrip_paths']
+    cells = section['cells']
+    assert section['module'] == 'mail_roundtrip'
+    cases = sorted(set(c['case'] for c in cells))
+    assert cases == ['baddkim', 'bounce', 'bounce-sender-mailbox', 'loop', 'loop-verified']
+    assert keys(cells, ('case', 'receive_protocol')) == sorted(itertools.product(cases, ('imap', 'pop3')))
+    max_trip = TABLE['settings']['max_trip_time']
+    for cell in cells:
+        # mail leaves the lab domain only with AUTH, on a submission port
+        assert cell['smtp_auth'] == 'password' and PORTS[cell['smtp_endpoint']].tls in (TLS_REQUIRED, TLS_IMPLICIT), cell
+        receive = cell['receive_protocol']
+        assert PORTS[cell[receive + '_endpoint']].protocol == receive and ('imap_endpoint' in cell) == (receive == 'imap'), cell
+        domain = cell['mail_to'].split('@')[1]
+        if cell['case'].startswith('bounce'):
+            assert domain == BOUNCE_DOMAIN and cell['expect'] == 'failed:bounced', cell
+            assert cell['expect_bounce']['status'] == '5.1.1' and cell['expect_bounce']['within_s'] * 4 <= max_trip, cell
+        else:
+            assert domain == OUTSIDE_DOMAIN and cell['authserv_ids'] == ['{authserv_id}'], cell  # the loop
+    by = dict(((c['case'], c['receive_protocol']), c) for c in cells)
+    for receive in ('pop3', 'imap'):
+        for case in ('loop', 'loop-verified'):
+            assert by[(case, receive)]['expect'] == 'ok' and by[(case, receive)]['expect_min_hops'] >= 4
+            assert by[(case, receive)]['expect_verdicts'] == {'spf': 'pass', 'dkim': 'pass', 'dmarc': 'pass'}
+        assert by[('loop-verified', receive)]['require_authentication'] == ['spf', 'dkim', 'dmarc']
+        bad = by[('baddkim', receive)]
+        assert bad['mail_from'].endswith('@' + BADDKIM_DOMAIN) and bad['require_authentication'] == ['dkim']
+        assert bad['expect'] == 'failed:authentication' and bad['expect_verdicts']['dkim'] == 'fail'
+        # the DSN in the sender's own mailbox, read as the round trip's mailbox ...
+        own = by[('bounce', receive)]
+        assert own['mailbox'] == 'sender' and own['expect_bounce']['mailbox'] == 'receiving' and 'sender_mailbox' not in own
+        # ... or watched as sender_* while another mailbox is read (another protocol: the labels differ)
+        watched = by[('bounce-sender-mailbox', receive)]
+        assert 'mailbox' not in watched and watched['expect_bounce']['mailbox'] == 'sender'
+        assert PORTS[watched['sender_mailbox']].protocol != receive
+
+
+def test_oauth_cells_cover_every_tls_endpoint_both_mechanisms_and_the_refusals():
+    cells = TABLE['oauth']['cells']
+    for cell in cells:
+        port = PORTS[cell['endpoint']]
+        assert cell['module'] == MODULE_OF_PROTOCOL[port.protocol] and cell['auth'] in OAUTH_MECHANISMS, cell
+        assert cell['tls_mode'] == MODE_OF_TLS[port.tls] and cell['token'] in ('valid', 'expired', 'wrong_scope', 'malformed'), cell
+        if cell['expect'] == 'ok':
+            assert cell['token'] == 'valid' and cell['tls_mode'] != 'none' and cell['expect_auth'] == cell['auth'], cell
+        else:
+            assert cell['expect'] == 'failed:' + LOGIN_STAGE[cell['module']], cell
+    # a valid token logs in with both mechanisms on every endpoint with TLS the lab trusts
+    tls_endpoints = [name for name, port in PORTS.items() if port.protocol in MODULE_OF_PROTOCOL and port.address == 'lab'
+                     and port.tls in (TLS_STARTTLS, TLS_REQUIRED, TLS_IMPLICIT)]
+    valid_ok = [(c['endpoint'], c['auth']) for c in cells if c['token'] == 'valid' and c['expect'] == 'ok']
+    assert sorted(valid_ok) == sorted(itertools.product(tls_endpoints, OAUTH_MECHANISMS))
+    # expired, wrong-scope and malformed tokens with both mechanisms on one endpoint per protocol
+    for token in ('expired', 'wrong_scope', 'malformed'):
+        refused = [c for c in cells if c['token'] == token]
+        assert sorted((c['module'], c['auth']) for c in refused) == sorted(itertools.product(MODULE_OF_PROTOCOL.values(),
+                                                                                               OAUTH_MECHANISMS)), token
+        assert all(c['tls_mode'] != 'none' and 'the server said' in c['expect_msg'] for c in refused)  # its error challenge
+    # a valid token over plaintext, allowed cleartext or not, is never sent: every plaintext port, both mechanisms
+    plaintext = [c for c in cells if c['tls_mode'] == 'none']
+    assert sorted((c['endpoint'], c['auth']) for c in plaintext) == sorted(itertools.product(
+        [name for name in tls_endpoints + [n for n, p in PORTS.items() if p.tls == TLS_NONE]
+         if PORTS[name].tls == TLS_NONE and PORTS[name].protocol in MODULE_OF_PROTOCOL and name != OPEN_RELAY
+         and PORTS[name].address == 'lab'], OAUTH_MECHANISMS))
+    assert all(c['token'] == 'valid' and c['allow_cleartext_auth'] is True for c in plaintext)
+    assert all('refusing to send an OAuth token' in c['expect_msg'] for c in plaintext)  # the client, not the server
+    assert TABLE['settings']['malformed_token'].count('.') == 2  # looks like a JWT's three parts, is none
+
+
+def test_oauth_round_trips_log_in_with_tokens_on_both_sides():
+    trips = [c for section in ('mail_roundtrip', 'mail_roundtrip_imap') for c in all_cells(section) if 'token' in c]
+    assert {('imap_endpoint' in c) for c in trips} == {True, False}
+    for cell in trips:
+        receive = 'imap' if 'imap_endpoint' in cell else 'pop3'
+        assert cell['token'] == 'valid' and cell['smtp_auth'] == 'oauth2' and cell['smtp_mechanism'] in OAUTH_MECHANISMS, cell
+        assert cell[receive + '_auth'] in OAUTH_MECHANISMS and cell['expect'] == 'ok', cell
+    assert {c['smtp_mechanism'] for c in trips} == set(OAUTH_MECHANISMS)
+
+
+@pytest.mark.parametrize('section', render.SECTIONS)
+def test_oauth_only_with_a_token(section):
+    # the runner logs in with a token exactly where a cell has one (auth xoauth2/oauthbearer, smtp_auth oauth2)
+    for cell in all_cells(section):
+        oauth = (cell.get('auth') in OAUTH_MECHANISMS or cell.get('smtp_auth') == 'oauth2'
+                 or cell.get('pop3_auth') in OAUTH_MECHANISMS or cell.get('imap_auth') in OAUTH_MECHANISMS)
+        assert oauth == ('token' in cell), cell
+
+
+@pytest.mark.parametrize('section', render.SECTIONS)
+def test_cells_run_a_real_module(section):
+    modules = set(MODULE_OF_PROTOCOL.values()) | {'mail_roundtrip'}
+    for cell in all_cells(section):
+        assert cell.get('module', TABLE[section].get('module', section)) in modules, cell
+
+
+@pytest.mark.parametrize('section', render.SECTIONS)
+def test_placeholders_name_known_values(section):
+    known = set('{%s}' % role for role in TABLE['accounts']) | {'{mailbox}', '{domain}', '{authserv_id}'}
+    for cell in all_cells(section):
+        for value in cell.values():
+            for text in value if isinstance(value, list) else [value]:
+                if isinstance(text, str):
+                    for found in re.findall(r'\{[^}]*\}', text):
+                        assert found in known, cell
+        assert '{mailbox}' not in str(cell) or cell.get('module', TABLE[section].get('module')) == 'mail_roundtrip', cell
+
+
 @pytest.mark.parametrize('section', render.SECTIONS)
 def test_no_cell_twice(section):
     cells = [render.cell_key(c) for c in all_cells(section)]
@@ -116,6 +290,11 @@ def test_expectations_name_an_outcome_or_a_real_stage(section):
         # what else a cell asks of a success is asked of a success only; a folder only of an IMAP round trip
         assert expect in ('ok', 'fallback') or not set(render.EXPECT_MORE) & set(cell), cell
         assert 'expect_folder' not in cell or 'imap_endpoint' in cell, cell
+        # what it asks of any outcome, only where the module reports those facts
+        assert 'expect_code' not in cell or ('must' in cell and expect in ('ok', 'failed:expectation')), cell
+        assert 'expect_verdicts' not in cell or expect in ('ok', 'failed:authentication'), cell
+        assert 'expect_bounce' not in cell or expect == 'failed:bounced', cell
+        assert 'expect_msg' not in cell or expect.startswith('failed:'), cell
 
 
 @pytest.mark.parametrize('section', render.SECTIONS)
@@ -230,7 +409,8 @@ def test_render_all_as_expected():
         assert '**%s**' % note in text
     for section in render.SECTIONS:
         assert '\n## %s\n' % (TABLE[section].get('title') or '`%s`' % section) in text
-    assert 'ok (status warning, folder Junk)' in text  # what a cell asks besides `expect` is shown
+    assert 'ok (status warning; folder Junk)' in text  # what a cell asks besides `expect` is shown
+    assert 'verdicts spf=pass, dkim=pass, dmarc=pass' in text and '(code 554)' in text
 
 
 def test_render_marks_mismatches_and_cells_not_run_loudly():
