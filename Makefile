@@ -302,7 +302,7 @@ fuzz: venv
 # down): probe overhead against the monitoring plugins (check_smtp, check_pop, check_imap),
 # arrival-detection lag (POP3, IMAP, IDLE alone, 1 s polling), round trips per minute, large
 # mailbox (POP3 and IMAP), the IMAP load per round trip.  Writes bench/results/*.json,
-# summary.md and bench.png (about 19 min).  Installs bench/requirements.txt into the venv, and
+# summary.md and bench.png (about 16 min).  Installs bench/requirements.txt into the venv, and
 # monitoring-plugins-standard when missing, as root on Debian.  BENCH_ARGS: e.g. --only lag,throughput, or
 # --quick (a 30 s smoke test of the machinery; its results go to bench/results/tmp/quick).
 BENCH_ARGS ?=
@@ -314,7 +314,7 @@ $(BENCH_STAMP): bench/requirements.txt $(VENV_STAMP)
 
 bench: venv $(BENCH_STAMP) lab-running
 	@tests/tools/monitoring_plugins.sh
-	@echo "==> bench: python -m bench $(BENCH_ARGS) (about 19 min; progress below)"
+	@echo "==> bench: python -m bench $(BENCH_ARGS) (about 16 min; progress below)"
 	"$(BIN)/python" -m bench $(BENCH_ARGS)
 
 # --------------------------------------------------------------------------
