@@ -538,8 +538,9 @@ def _plot_bounce(ax, bo) -> None:
     low = min(min(v) for v in data if v) if any(data) else 1
     ax.set_ylim(max(0.5, low / 2), max(max(v) for v in data if v) * 4 if any(data) else 10)
     ax.set_xticks(range(1, len(arms) + 1))
-    ax.set_xticklabels(['%s\nmax_trip_time %d s' % (textwrap.fill(a, 22, break_long_words=False),
-                                                     bo['arms'][a]['max_trip_time_s']) for a in arms], fontsize=8)
+    labels = ['%s\nmax_trip_time %d s' % (textwrap.fill(a, 22, break_long_words=False), bo['arms'][a]['max_trip_time_s'])
+              for a in arms]
+    ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel('verdict - DSN landed in Maildir, ms (log)')
     ax.set_title('7. Bounce fast-fail (%d rounds; waiting arm %d)' % (bo['rounds'], bo['waiting_rounds']))
     ax.legend(fontsize=8, loc='lower right')

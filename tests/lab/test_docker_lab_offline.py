@@ -497,7 +497,7 @@ def test_token_endpoint_cli_serves_https(made_runtime):
         proc.terminate()
         assert proc.wait(10) == 0
         proc.stdout.close()
-    bad = subprocess.run(cmd[:-2], cwd=LAB_DIR.parent, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(cmd[:-2], cwd=LAB_DIR.parent, capture_output=True, text=True, timeout=30, check=False)
     assert bad.returncode == 2 and "go together" in bad.stderr
 
 

@@ -224,8 +224,8 @@ def test_oauth_cells_cover_every_tls_endpoint_both_mechanisms_and_the_refusals()
     # expired, wrong-scope and malformed tokens with both mechanisms on one endpoint per protocol
     for token in ('expired', 'wrong_scope', 'malformed'):
         refused = [c for c in cells if c['token'] == token]
-        assert sorted((c['module'], c['auth']) for c in refused) == sorted(itertools.product(MODULE_OF_PROTOCOL.values(),
-                                                                                               OAUTH_MECHANISMS)), token
+        every = sorted(itertools.product(MODULE_OF_PROTOCOL.values(), OAUTH_MECHANISMS))
+        assert sorted((c['module'], c['auth']) for c in refused) == every, token
         assert all(c['tls_mode'] != 'none' and 'the server said' in c['expect_msg'] for c in refused)  # its error challenge
     # a valid token over plaintext, allowed cleartext or not, is never sent: every plaintext port, both mechanisms
     plaintext = [c for c in cells if c['tls_mode'] == 'none']
