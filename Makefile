@@ -130,7 +130,7 @@ pythons:
 # the embedded lab, the lab itself, and the modules run through Ansible from the built tarball.
 # pytest's exit 5 (nothing collected) fails, as it should.
 unit: venv
-	@echo "==> unit: pytest (about 20 s)"
+	@echo "==> unit: pytest (about 3 min on 2 cores)"
 	"$(BIN)/python" -m pytest -q $(UNIT_ARGS)
 
 # lint: ansible-lint (production profile) over the whole repository (.ansible-lint: only the
