@@ -396,9 +396,6 @@ class ImapClient(Client):
         if not self.has('LOGINDISABLED'):
             offered.append('login')
         asked = self.params.get('auth_mechanism') or 'auto'
-        if asked in ('xoauth2', 'oauthbearer'):
-            raise self.session.error('login', 'auth_mechanism %s logs in with a token: set imap_auth=oauth2 and '
-                                              'oauth2_token' % asked)
         if asked != 'auto':
             if asked not in offered:
                 raise self.session.error('login', '%s not offered (capabilities: %s)' % (

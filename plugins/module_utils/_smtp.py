@@ -85,9 +85,7 @@ def validate(params, token_name='oauth2_token'):
     if params.get('smtp_auth') == 'oauth2' and mechanisms != ['AUTO'] and (
             len(mechanisms) > 1 or mechanisms[0] not in _oauth.OAUTH_MECHANISMS):
         raise ProbeError('input', 'smtp_auth=oauth2 takes auth_mechanism auto, xoauth2 or oauthbearer')
-    if params.get('smtp_auth') == 'password':
-        _oauth.validate('smtp', params)
-    elif params.get('smtp_auth') == 'oauth2':
+    if params.get('smtp_auth') in ('password', 'oauth2'):
         _oauth.validate('smtp', params, token_name)
     helo = params.get('helo')
     if helo is not None:
@@ -382,11 +380,11 @@ def expect_outcome(client, params):
         accepted, code, reply = False, e.code, e.reply
     if stage != 'auth' or accepted:
         client.command('quit', 'RSET', (250,), 'RSET')
-    met = accepted == (expect == 'accept')
+    temporary = expect == 'reject' and not accepted and code is not None and code < 500
+    met = accepted == (expect == 'accept') and not temporary
     client.facts['expectation'] = {'expect': expect, 'stage': stage, 'accepted': accepted, 'code': code,
                                    'reply': reply, 'met': met}
-    if expect == 'reject' and not accepted and code is not None and code < 500:
-        client.facts['expectation']['met'] = False
+    if temporary:
         raise client.session.error('expectation', 'refused at stage %s only temporarily (%s); expect=reject wants a '
                                                   'permanent refusal (5xx)' % (stage, reply))
     if not met:
