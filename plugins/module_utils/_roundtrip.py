@@ -57,8 +57,8 @@ RECEIVE_PROTOCOLS = ('pop3', 'imap')
 JUNK_POLICIES = ('ok', 'warn', 'fail')
 # The verdicts require_authentication can ask for (Authentication-Results, RFC 8601).
 AUTH_METHODS = ('spf', 'dkim', 'dmarc')
-# What makes a message worth reading whole: it may be a bounce (RFC 3464 report, or the
-# senders and subjects of plain-text bounces).
+# What makes a message worth reading whole: it may be a bounce (an RFC 3464 report, the senders of
+# plain-text bounces, or an empty Return-Path).
 _REPORT = re.compile(r'multipart/report', re.IGNORECASE)
 _BOUNCER = re.compile(r'mailer-daemon|postmaster|mail delivery (sub)?system', re.IGNORECASE)
 
